@@ -1,0 +1,69 @@
+"""Prometheus metrics of the extender, on a registry per app instance.
+
+Why a registry per instance: tests start several apps in one process, and the
+global default registry refuses duplicate metric names. ``/metrics`` serves
+this registry only.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """All extender metrics (names are ``gputopo_extender_*``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gputopo_extender_requests_total",
+            "Extender requests by verb and outcome (ok, error, too_large).",
+            ["verb", "outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gputopo_extender_request_seconds",
+            "Server-side handling time of one request (decode, decide, encode).",
+            ["verb"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.nodes = Counter(
+            "gputopo_extender_nodes_total",
+            "Nodes seen by verb and result (passed, failed, unresolvable, not_ours, fail_open).",
+            ["verb", "result"],
+            registry=r,
+        )
+        self.fail_open = Counter(
+            "gputopo_extender_fail_open_total",
+            "Nodes passed or scored neutrally because our data was missing or damaged, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.pod_problems = Counter(
+            "gputopo_extender_pod_annotation_problems_total",
+            "Pods whose gputopo annotations were invalid (treated as preferred).",
+            registry=r,
+        )
+        self.cache_objects = Gauge(
+            "gputopo_extender_cache_objects",
+            "Objects held by the cached mode's informers.",
+            ["kind"],
+            registry=r,
+        )
+        self.watch_restarts = Counter(
+            "gputopo_extender_watch_restarts_total",
+            "Informer relists and re-watches by kind and reason (gone, error, resync, timeout).",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.synced = Gauge(
+            "gputopo_extender_cache_synced",
+            "1 once the cached mode's informers completed their first list (always 1 when stateless).",
+            registry=r,
+        )

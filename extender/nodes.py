@@ -1,0 +1,239 @@
+"""What a Node offers: its decoded topology, free GPUs and locality labels.
+
+Why a small immutable record (:class:`NodeFacts`) instead of the Node object:
+the cached mode keeps one per node for thousands of nodes (memory), and the
+request path must touch as little as possible per node (latency). Parsing is
+memoised by annotation *string* (:class:`TopologyRegistry`), because identical
+machines publish identical annotations: 5,000 nodes of one hardware type decode
+one topology once, and share one :class:`~extender.evaluate.TopoContext`
+(placer, NIC locality, memoised evaluations).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from labeler.topology import allocation, labels
+from labeler.topology.errors import CodecError
+from labeler.topology.model import Topology
+
+__all__ = ["NodeFacts", "NodeState", "TopologyRegistry", "facts_from_object", "facts_from_parts"]
+
+
+class NodeState(enum.Enum):
+    """How much we know about a node."""
+
+    NOT_OURS = "not-ours"  # no gputopo labels/annotation: non-GPU or not labelled yet → pass through
+    NO_DATA = "no-data"  # ours, but topology/allocation missing or damaged → fail open
+    OK = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """Everything the extender uses about one node (kept small: cached per node)."""
+
+    name: str
+    state: NodeState
+    topo_id: int = -1
+    topo: Topology | None = None
+    free_mask: int = 0  # by GPU position in ``topo.gpus`` (the Placer's bit order)
+    free_count: int = 0
+    locality: tuple[str | None, ...] = ()  # values of the configured locality label keys, in order
+    topology_class: str | None = None
+    problem: str | None = None  # why NO_DATA, for logs and the fail-open metric label
+    fail_reason: str | None = None  # the metric label: no_topology | undecodable_topology | ...
+    estimated: bool = False  # free set includes our estimate for bound pods the agent has not seen
+    #: (topo_id, free_mask): nodes with equal keys get equal answers; precomputed for the hot loop
+    key: tuple[int, int] = field(default=(-1, 0), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.topo_id, self.free_mask))
+
+
+class TopologyRegistry:
+    """Decoded topologies by annotation string, each with a small integer id.
+
+    Bounded (LRU, ``max_entries`` distinct strings). Thread-safe. An id is
+    never reused, so memo keys that include it cannot alias after eviction.
+    """
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self._by_text: OrderedDict[str, tuple[int, Topology]] = OrderedDict()
+        self._alloc: OrderedDict[str, allocation.AllocationState] = OrderedDict()
+        self._max = max_entries
+        self._next_id = 0
+        self._lock = threading.Lock()
+
+    def topology(self, text: str, prefix: str) -> tuple[int, Topology]:
+        """``(id, Topology)`` for an annotation value; raises :class:`CodecError` when damaged."""
+        hit = self._by_text.get(text)
+        if hit is not None:
+            return hit
+        topo = labels.decode_topology({prefix + labels.ANNOTATION_TOPOLOGY: text}, prefix=prefix)
+        if topo is None:  # pragma: no cover - decode_topology only returns None when absent
+            raise CodecError("empty topology annotation")
+        with self._lock:
+            hit = self._by_text.get(text)
+            if hit is not None:
+                return hit
+            entry = (self._next_id, topo)
+            self._next_id += 1
+            self._by_text[text] = entry
+            if len(self._by_text) > self._max:
+                self._by_text.popitem(last=False)
+        return entry
+
+    def allocation(self, text: str) -> allocation.AllocationState:
+        hit = self._alloc.get(text)
+        if hit is not None:
+            return hit
+        state = allocation.decode(text)
+        with self._lock:
+            self._alloc[text] = state
+            if len(self._alloc) > self._max * 8:
+                self._alloc.popitem(last=False)
+        return state
+
+    def __len__(self) -> int:
+        return len(self._by_text)
+
+
+def _str_map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def is_ours(node_labels: Mapping[str, Any], annotations: Mapping[str, Any], prefix: str) -> bool:
+    """Does the labeler describe this node (any of our schema/count labels or the annotation)?"""
+    return (
+        prefix + labels.SCHEMA in node_labels
+        or prefix + labels.GPU_COUNT in node_labels
+        or prefix + labels.ANNOTATION_TOPOLOGY in annotations
+    )
+
+
+def facts_from_parts(
+    name: str,
+    node_labels: Mapping[str, Any],
+    annotations: Mapping[str, Any],
+    *,
+    prefix: str,
+    locality_keys: Sequence[str],
+    registry: TopologyRegistry,
+    used_extra: Sequence[tuple[str, int]] = (),
+) -> NodeFacts:
+    """Build :class:`NodeFacts` from a node's labels and annotations.
+
+    ``used_extra``: ``(pod key, gpus)`` of pods bound to the node but not yet in
+    the agent's allocation annotation (cached mode); their GPUs are taken from
+    the free set with the Placer's best choice (see :func:`apply_pending`).
+    """
+    locality = tuple(
+        (v if isinstance(v := node_labels.get(k), str) else None) for k in locality_keys
+    )
+    tclass = node_labels.get(prefix + labels.TOPOLOGY_CLASS)
+    tclass = tclass if isinstance(tclass, str) else None
+    if not is_ours(node_labels, annotations, prefix):
+        return NodeFacts(name, NodeState.NOT_OURS, locality=locality, topology_class=tclass)
+    text = annotations.get(prefix + labels.ANNOTATION_TOPOLOGY)
+    if not isinstance(text, str):
+        status = node_labels.get(prefix + labels.STATUS)
+        return NodeFacts(
+            name,
+            NodeState.NO_DATA,
+            locality=locality,
+            topology_class=tclass,
+            problem=f"labelled (status={status}) but no {prefix}topology annotation",
+            fail_reason="no_topology",
+        )
+    try:
+        topo_id, topo = registry.topology(text, prefix)
+    except CodecError as err:
+        return NodeFacts(
+            name,
+            NodeState.NO_DATA,
+            locality=locality,
+            topology_class=tclass,
+            problem=f"undecodable {prefix}topology annotation: {err}",
+            fail_reason="undecodable_topology",
+        )
+    all_mask = (1 << len(topo.gpus)) - 1
+    alloc_text = annotations.get(prefix + allocation.ANNOTATION_SUFFIX)
+    known = {g.index: p for p, g in enumerate(topo.gpus)}
+    if isinstance(alloc_text, str):
+        try:
+            state = registry.allocation(alloc_text)
+        except CodecError as err:
+            return NodeFacts(
+                name,
+                NodeState.NO_DATA,
+                topo_id=topo_id,
+                topo=topo,
+                locality=locality,
+                topology_class=tclass,
+                problem=f"undecodable {prefix}allocation annotation: {err}",
+                fail_reason="undecodable_allocation",
+            )
+        free_mask = 0
+        for g in state.free:
+            if g in known:
+                free_mask |= 1 << known[g]
+        seen = set(state.used.values())
+    else:
+        free_mask, seen = all_mask, set()  # agent has not published yet: assume all free (estimate)
+    pending = [(key, k) for key, k in used_extra if key not in seen]
+    estimated = bool(pending)
+    if pending:
+        free_mask = apply_pending(topo, free_mask, [k for _, k in pending])
+    return NodeFacts(
+        name,
+        NodeState.OK,
+        topo_id=topo_id,
+        topo=topo,
+        free_mask=free_mask,
+        free_count=free_mask.bit_count(),
+        locality=locality,
+        topology_class=tclass,
+        estimated=estimated,
+    )
+
+
+def apply_pending(topo: Topology, free_mask: int, requests: Sequence[int]) -> int:
+    """Remove GPUs for pods the agent has not reported yet: an **estimate**.
+
+    We assume the device plugin gives each pod the best set the Placer would
+    choose (NVIDIA's device plugin asks go-gpuallocator for its best-connected
+    set, which agrees with the Placer on the common boards), in the order given
+    (oldest pod first). When fewer GPUs are free than a pod asks for, all of
+    them are taken. The agent's next annotation replaces the estimate.
+    """
+    from labeler.topology import placement  # local: keeps this module import-light
+
+    placer = placement.placer_for(topo)
+    for k in requests:
+        if k <= 0:
+            continue
+        chosen = placer.best_mask(free_mask, k)
+        if chosen is None:
+            return 0
+        free_mask &= ~placer.mask(chosen.gpus)
+    return free_mask
+
+
+def facts_from_object(
+    node: Mapping[str, Any], *, prefix: str, locality_keys: Sequence[str], registry: TopologyRegistry
+) -> NodeFacts:
+    """:class:`NodeFacts` from a full ``v1.Node`` dict (stateless mode)."""
+    meta = _str_map(node.get("metadata"))
+    return facts_from_parts(
+        str(meta.get("name") or ""),
+        _str_map(meta.get("labels")),
+        _str_map(meta.get("annotations")),
+        prefix=prefix,
+        locality_keys=locality_keys,
+        registry=registry,
+    )

@@ -1,0 +1,325 @@
+"""Filter and prioritize on raw request bytes: the extender's logic without HTTP.
+
+Why bytes in, bytes out: the benchmark and the tests call exactly what the
+HTTP handlers call, and the hot path avoids per-node model objects (bodies of
+5,000 full Node objects are ~15 MB). Requests are decoded once with
+pydantic-core's JSON parser, checked against :class:`~extender.wire.ExtenderArgs`
+(Go casing rules), and answers are serialised once.
+
+Decisions (see ``docs/extender.md``):
+
+- The answer's list follows the request: ``Nodes`` in → ``Nodes`` out (the
+  original objects, unmodified), ``NodeNames`` in → ``NodeNames`` out.
+- Only topology is ours: a node with fewer free GPUs than requested is
+  **passed** (kube-scheduler's NodeResourcesFit owns the count and sees
+  allocations before our annotation does), and scored 0.
+- Fail open: a node without our labels is passed through; a labelled node
+  whose topology/allocation data is missing or damaged is passed, logged and
+  counted (``gputopo_extender_fail_open_total``) and scored 0.
+- ``required`` pods: a node fails when the free GPUs hold no k-set within the
+  level (``FailedNodes``: preemption could free GPUs), or
+  ``FailedAndUnresolvableNodes`` when not even the empty node could.
+- A request we cannot decode: filter answers HTTP 200 with ``Error`` set (the
+  scheduler logs our message; non-ignorable → the pod is retried), prioritize
+  answers HTTP 400 (the scheduler drops our scores either way; there is no
+  error field in a bare array).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pydantic_core
+from pydantic import ValidationError
+
+from extender import workload as wl
+from extender.evaluate import ContextRegistry, Evaluation
+from extender.metrics import Metrics
+from extender.nodes import NodeFacts, NodeState, TopologyRegistry, facts_from_object
+from extender.scoring import ScoreInput, Scorer, Siblings
+from extender.wire import ExtenderArgs, PriorityEncoder, encode_filter_result
+from labeler.topology.links import LinkLevel
+
+__all__ = ["Answer", "ClusterView", "Service", "ServiceConfig"]
+
+log = logging.getLogger("gputopo.extender")
+
+
+class ClusterView(Protocol):
+    """The cached mode's knowledge of the cluster (see :mod:`extender.cache`)."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    def facts(self, name: str) -> NodeFacts | None: ...
+
+    def siblings(self, workload: wl.Workload) -> Siblings | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    prefix: str
+    locality_keys: tuple[str, ...]
+    scorer: Scorer
+    resource: str = wl.GPU_RESOURCE
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    error: str | None = None
+
+
+class BadRequest(Exception):
+    """The body is not an ``ExtenderArgs`` we can read (message is safe to show)."""
+
+
+def _short_validation_error(err: ValidationError) -> str:
+    first = err.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    return f"{loc}: {first.get('msg', 'invalid')}"
+
+
+def decode_args(body: bytes) -> ExtenderArgs:
+    """Decode an ``ExtenderArgs`` body; :class:`BadRequest` with a short, safe message."""
+    if not body.strip():
+        raise BadRequest("empty request body")
+    try:
+        doc = pydantic_core.from_json(body, cache_strings="keys")
+    except ValueError as err:
+        raise BadRequest(f"request body is not JSON: {str(err)[:200]}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("request body must be a JSON object (ExtenderArgs)")
+    try:
+        return ExtenderArgs.model_validate(doc)
+    except ValidationError as err:
+        raise BadRequest(f"request is not ExtenderArgs: {_short_validation_error(err)}") from None
+
+
+class Service:
+    """Stateless or cached extender logic; thread-safe (all shared state is memo caches)."""
+
+    def __init__(self, config: ServiceConfig, *, view: ClusterView | None = None, metrics: Metrics | None = None):
+        self.config = config
+        self.view = view
+        self.metrics = metrics or Metrics()
+        self.topologies = TopologyRegistry()
+        self.contexts = ContextRegistry()
+        self._priorities = PriorityEncoder()
+        self._verdicts: dict[tuple[int, int, int, int], Evaluation] = {}
+        self._partials: dict[tuple[int, int, int, wl.Kind], tuple[int, int, Evaluation] | None] = {}
+
+    # -- shared steps -------------------------------------------------------------------
+    def _workload(self, args: ExtenderArgs) -> wl.Workload:
+        w = wl.parse(args.Pod, prefix=self.config.prefix, resource=self.config.resource)
+        if w.problems:
+            self.metrics.pod_problems.inc()
+            log.warning("pod %s: %s", w.key, "; ".join(w.problems))
+        return w
+
+    def _node_facts(self, args: ExtenderArgs, verb: str) -> tuple[list[str], list[NodeFacts | None], list[Any] | None]:
+        """Names, facts (None = unknown node) and, in Nodes mode, the original objects."""
+        if args.Nodes is not None:
+            items = args.Nodes.items or []
+            objs = [o if isinstance(o, dict) else {} for o in items]
+            facts: list[NodeFacts | None] = [
+                facts_from_object(
+                    o, prefix=self.config.prefix, locality_keys=self.config.locality_keys, registry=self.topologies
+                )
+                for o in objs
+            ]
+            return [f.name if f else "" for f in facts], facts, list(items)
+        names = list(args.NodeNames or [])
+        view = self.view
+        if view is None or not view.synced:
+            reason = "no_node_objects" if view is None else "not_synced"
+            self.metrics.fail_open.labels(reason).inc(len(names))
+            log.warning("%s: %d node names but %s; passing them (fail open)", verb, len(names), reason)
+            return names, [None] * len(names), None
+        get = view.facts
+        return names, [get(n) for n in names], None
+
+    def _required_level(self, w: wl.Workload, facts: NodeFacts) -> LinkLevel | None:
+        if w.intent is not wl.Intent.REQUIRED or w.gpus < 2:
+            return None
+        if w.max_level is not None:
+            return w.max_level
+        assert facts.topo is not None
+        return self.contexts.get(facts.topo_id, facts.topo).empty_best_level(w.gpus)
+
+    def _count_unusable(self, verb: str, facts: Sequence[NodeFacts | None]) -> tuple[int, int]:
+        """Count (and log once per request) nodes that are not ours, unknown, or fail open."""
+        not_ours = unknown = 0
+        bad: dict[str, list[str]] = {}
+        ok, not_ours_state = NodeState.OK, NodeState.NOT_OURS
+        for f in facts:
+            if f is None:
+                unknown += 1
+            elif f.state is not ok:
+                if f.state is not_ours_state:
+                    not_ours += 1
+                else:
+                    bad.setdefault(f.fail_reason or "no_data", []).append(f.name)
+        if unknown and self.view is not None and self.view.synced:
+            self.metrics.fail_open.labels("unknown_node").inc(unknown)
+        for reason, names in bad.items():
+            self.metrics.fail_open.labels(reason).inc(len(names))
+            log.warning("%s: %d node(s) fail open (%s), e.g. %s", verb, len(names), reason, ", ".join(names[:5]))
+        return not_ours, sum(len(v) for v in bad.values())
+
+    # -- filter ----------------------------------------------------------------------
+    def filter(self, body: bytes) -> Answer:
+        """Handle one filter request body; always HTTP 200 (errors go in ``Error``)."""
+        start = time.perf_counter()
+        try:
+            args = decode_args(body)
+        except BadRequest as err:
+            self.metrics.requests.labels("filter", "error").inc()
+            log.warning("filter: bad request: %s", err)
+            empty = encode_filter_result(nodes=None, node_names=None, failed=None, unresolvable=None, error=str(err))
+            return Answer(200, empty, str(err))
+        w = self._workload(args)
+        names, facts, objs = self._node_facts(args, "filter")
+        failed: dict[str, str] = {}
+        unresolvable: dict[str, str] = {}
+        not_ours, fail_open = self._count_unusable("filter", facts)
+        if not (w.gpus > 1 and w.intent is wl.Intent.REQUIRED):
+            passed_idx: list[int] | range = range(len(facts))  # only `required` can drop a node
+        else:
+            passed_idx = []
+            append = passed_idx.append
+            local: dict[tuple[int, int], Evaluation] = {}  # per request: equal keys, equal verdicts
+            ok = NodeState.OK
+            for i, f in enumerate(facts):
+                if f is None or f.state is not ok:
+                    append(i)
+                    continue
+                ev = local.get(f.key)
+                if ev is None:
+                    ev = local[f.key] = self._verdict(f, w)
+                if not ev.fails:
+                    append(i)
+                elif ev.unresolvable:
+                    unresolvable[f.name] = ev.reason or "topology constraint cannot be met"
+                else:
+                    failed[f.name] = ev.reason or "topology constraint not met with the free GPUs"
+        if objs is not None:
+            assert args.Nodes is not None
+            nodes_out: dict[str, Any] = args.Nodes.model_dump(mode="python", exclude={"items"})
+            if nodes_out.get("metadata") is None:
+                nodes_out["metadata"] = {}
+            nodes_out["items"] = [objs[i] for i in passed_idx]
+            out = encode_filter_result(nodes=nodes_out, node_names=None, failed=failed, unresolvable=unresolvable)
+        elif args.NodeNames is None:  # neither list: nothing to filter, answer both shapes empty
+            out = encode_filter_result(
+                nodes={"metadata": {}, "items": []}, node_names=[], failed=failed, unresolvable=unresolvable
+            )
+        else:
+            out = encode_filter_result(
+                nodes=None, node_names=[names[i] for i in passed_idx], failed=failed, unresolvable=unresolvable
+            )
+        m = self.metrics
+        m.nodes.labels("filter", "passed").inc(len(passed_idx))
+        m.nodes.labels("filter", "failed").inc(len(failed))
+        m.nodes.labels("filter", "unresolvable").inc(len(unresolvable))
+        m.nodes.labels("filter", "not_ours").inc(not_ours)
+        m.nodes.labels("filter", "fail_open").inc(fail_open)
+        m.requests.labels("filter", "ok").inc()
+        m.latency.labels("filter").observe(time.perf_counter() - start)
+        if failed or unresolvable:
+            log.info("filter %s (k=%d, %s): %d passed, %d failed, %d unresolvable", w.key, w.gpus,
+                     w.intent.value, len(passed_idx), len(failed), len(unresolvable))
+        return Answer(200, out)
+
+    def _verdict(self, f: NodeFacts, w: wl.Workload) -> Evaluation:
+        """Cached evaluation for a `required` pod: by (topology, free set, k, max-level)."""
+        key = (f.topo_id, f.free_mask, w.gpus, -1 if w.max_level is None else int(w.max_level))
+        ev = self._verdicts.get(key)
+        if ev is None:
+            ev = self._evaluate(f, w.gpus, self._required_level(w, f))
+            if len(self._verdicts) >= _PARTIALS_MAX:
+                self._verdicts.clear()
+            self._verdicts[key] = ev
+        return ev
+
+    def _evaluate(self, f: NodeFacts, k: int, required: LinkLevel | None) -> Evaluation:
+        assert f.topo is not None
+        return self.contexts.get(f.topo_id, f.topo).evaluate(f.free_mask, k, required)
+
+    # -- prioritize ----------------------------------------------------------------------
+    def prioritize(self, body: bytes) -> Answer:
+        """Handle one prioritize request body: HTTP 200 with a bare array, or 400."""
+        start = time.perf_counter()
+        try:
+            args = decode_args(body)
+        except BadRequest as err:
+            self.metrics.requests.labels("prioritize", "error").inc()
+            log.warning("prioritize: bad request: %s", err)
+            return Answer(400, pydantic_core.to_json({"error": str(err)}), str(err))
+        w = self._workload(args)
+        names, facts, _ = self._node_facts(args, "prioritize")
+        self._count_unusable("prioritize", facts)
+        scores = self.scores(w, facts)
+        out = self._priorities.encode(names, scores)
+        self.metrics.requests.labels("prioritize", "ok").inc()
+        self.metrics.latency.labels("prioritize").observe(time.perf_counter() - start)
+        return Answer(200, out)
+
+    def scores(self, w: wl.Workload, facts: Sequence[NodeFacts | None]) -> list[int]:
+        """0..10 per node, by the combination rule of :mod:`extender.scoring`.
+
+        Speed: the node-independent part of a score depends only on (topology,
+        free set, k, kind), so it is kept across requests in ``_partials``;
+        within a request, equal keys get the finished score from a local dict.
+        """
+        if w.gpus < 1 or w.intent is wl.Intent.IGNORE:
+            return [0] * len(facts)
+        scorer = self.config.scorer
+        siblings = None
+        if scorer.has_per_node and w.kind is wl.Kind.DISTRIBUTED and self.view is not None and self.view.synced:
+            siblings = self.view.siblings(w)
+        k, kind = w.gpus, w.kind
+        local: dict[tuple[int, int], int] = {}
+        out: list[int] = []
+        append = out.append
+        ok = NodeState.OK
+        for f in facts:
+            if f is None or f.state is not ok:
+                append(0)
+                continue
+            key = f.key
+            if siblings is None:
+                s = local.get(key)
+                if s is None:
+                    part = self._partial(f, k, kind)
+                    s = local[key] = 0 if part is None else scorer.finish(part[:2], None)
+                append(s)
+                continue
+            part = self._partial(f, k, kind)
+            append(0 if part is None else scorer.finish(part[:2], ScoreInput(kind, k, part[2], f, siblings)))
+        return out
+
+    def _partial(self, f: NodeFacts, k: int, kind: wl.Kind) -> tuple[int, int, Evaluation] | None:
+        """Cached ``(Σw·s, Σw, evaluation)`` of the node-independent strategies; None if < k free."""
+        key = (f.topo_id, f.free_mask, k, kind)
+        hit = self._partials.get(key, _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[no-any-return]
+        ev = self._evaluate(f, k, None)
+        value = None
+        if ev.placement is not None:
+            num, den = self.config.scorer.partial(ScoreInput(kind, k, ev, f, None))
+            value = (num, den, ev)
+        if len(self._partials) >= _PARTIALS_MAX:
+            self._partials.clear()  # bounded; refilled in one request
+        self._partials[key] = value
+        return value
+
+
+_PARTIALS_MAX = 1 << 16
+_MISS: Any = object()

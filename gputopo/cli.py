@@ -1,0 +1,59 @@
+"""`gputopo` command line: one entry point, subcommands imported lazily.
+
+Why lazy: `gputopo audit` must start fast and work without the extender's web
+stack or NVML, and the agent image never needs FastAPI. Each subcommand's
+module exposes ``main(argv) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gputopo import __version__
+
+__all__ = ["main"]
+
+_HELP = """\
+GPU-topology-aware placement for Kubernetes.
+
+subcommands:
+  audit      read a topology (saved `nvidia-smi topo -m`, stdin, or this machine) and report
+             islands, NIC locality, best placements and the labels gputopo would publish
+  agent      run the node labeler (the DaemonSet entrypoint)
+  extender   run the kube-scheduler HTTP extender (filter + prioritize)
+
+run `gputopo SUBCOMMAND --help` for the options of each.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="gputopo", description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"gputopo {__version__}")
+    parser.add_argument("subcommand", choices=["audit", "agent", "extender"], help=argparse.SUPPRESS)
+    if not args or args[0] in ("-h", "--help", "--version"):
+        parser.parse_args(args or ["--help"])
+        return 0
+    sub, rest = args[0], args[1:]
+    if sub == "audit":
+        from gputopo import audit
+
+        return audit.main(rest)
+    if sub == "agent":
+        from labeler.agent import cli as agent_cli
+
+        return agent_cli.main(rest)
+    if sub == "extender":
+        from extender import cli as extender_cli
+
+        return extender_cli.main(rest)
+    parser.parse_args(args)  # prints the usage error and exits 2
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""gputopo labeler: node discovery, the topology core and the DaemonSet agent."""

@@ -1,0 +1,77 @@
+"""Allocation state: which GPUs of a node are free, as the agent publishes it.
+
+Why a separate codec: the labeler agent reads allocations from the kubelet
+pod-resources API and publishes them; the extender only reads them. Both must
+agree on one small, versioned value. It is written as the node annotation
+``{prefix}allocation`` (see ``docs/agent.md`` for why that carrier), so even the
+stateless extender mode, which sees nothing but the Node objects in the
+request, knows which islands are free.
+
+The value is compact JSON: ``{"v":1,"free":"0-3,6","used":{"4":"ns/pod"},"ts":1700000000}``.
+``ts`` (unix seconds) is when the agent observed the state, so the extender can
+tell which bound pods are newer than it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from labeler.topology.errors import CodecError
+from labeler.topology.serialize import format_cpulist, parse_cpulist
+
+__all__ = ["ANNOTATION_SUFFIX", "AllocationState", "decode", "encode"]
+
+ANNOTATION_SUFFIX = "allocation"
+_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AllocationState:
+    """Free GPU indices, used GPU index → ``namespace/pod``, and when this was observed."""
+
+    free: frozenset[int]
+    used: dict[int, str] = field(default_factory=dict)
+    observed_at: int | None = None
+
+    def same_allocation(self, other: AllocationState | None) -> bool:
+        """Equal free/used sets, ignoring when they were observed (publish only on change)."""
+        return other is not None and self.free == other.free and self.used == other.used
+
+
+def encode(state: AllocationState) -> str:
+    """Compact canonical JSON (sorted keys), so equal states give equal strings.
+
+    >>> encode(AllocationState(frozenset({0, 1, 2, 5}), {3: "ml/train-0"}, 1700000000))
+    '{"free":"0-2,5","ts":1700000000,"used":{"3":"ml/train-0"},"v":1}'
+    """
+    doc: dict[str, Any] = {
+        "v": _VERSION,
+        "free": format_cpulist(state.free),
+        "used": {str(k): v for k, v in sorted(state.used.items())},
+    }
+    if state.observed_at is not None:
+        doc["ts"] = int(state.observed_at)
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def decode(value: str) -> AllocationState:
+    """Inverse of :func:`encode`; :class:`CodecError` for anything else."""
+    try:
+        doc = json.loads(value)
+        if not isinstance(doc, dict) or doc.get("v") != _VERSION:
+            raise CodecError(f"unsupported allocation format: {value[:80]!r}")
+        used_raw = doc.get("used", {})
+        if not isinstance(used_raw, dict):
+            raise CodecError("allocation 'used' must be an object")
+        free = parse_cpulist(str(doc["free"]))
+        used = {int(k): str(v) for k, v in used_raw.items()}
+        if free & used.keys():
+            raise CodecError(f"GPUs both free and used: {sorted(free & used.keys())}")
+        ts = doc.get("ts")
+        return AllocationState(free, used, None if ts is None else int(ts))
+    except CodecError:
+        raise
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CodecError(f"malformed allocation annotation: {err}") from err

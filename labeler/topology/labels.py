@@ -1,0 +1,289 @@
+"""Label schema v1: node labels and annotations that describe a node's GPU topology.
+
+Why labels *and* an annotation. Labels are what the rest of Kubernetes can
+select on (nodeAffinity ``In``/``Gt``/``Lt``), so they hold small, readable
+summaries: counts and island sizes as integers, a shape string, a few flags.
+The full matrix does not fit a 63-character label value, so it travels as one
+compact, versioned JSON annotation that the extender decodes back into a
+:class:`~labeler.topology.model.Topology`.
+
+All keys live under one configurable prefix (default ``gputopo.io/``); a key is
+*ours* exactly when it starts with that prefix, which is how the publisher
+knows what it may change or remove. See ``docs/labels.md`` for the schema.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from labeler.topology import islands, nic_locality, serialize
+from labeler.topology.errors import CodecError
+from labeler.topology.links import LinkLevel
+from labeler.topology.model import Topology
+
+__all__ = [
+    "ANNOTATION_TOPOLOGY",
+    "DEFAULT_PREFIX",
+    "LABEL_KEYS",
+    "SCHEMA_VERSION",
+    "LabelSummary",
+    "Status",
+    "decode_labels",
+    "decode_topology",
+    "encode",
+    "encode_annotations",
+    "is_valid_label_key",
+    "is_valid_label_value",
+    "owns",
+    "status_annotations",
+    "status_labels",
+    "summarize",
+    "topology_class",
+    "validate_prefix",
+]
+
+DEFAULT_PREFIX = "gputopo.io/"
+SCHEMA_VERSION = "v1"
+
+
+class Status(enum.StrEnum):
+    """Health of the node's topology labels.
+
+    ``ok``: fresh and complete. ``degraded``: published from partial or stale
+    data (a GPU fell off the bus, a probe failed and the last good labels were
+    kept). ``error``: nothing usable (no GPU found, every probe failed).
+    """
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    ERROR = "error"
+
+
+# label suffixes (the part after the prefix)
+SCHEMA = "schema"
+STATUS = "status"
+GPU_COUNT = "gpu-count"
+NVLINK = "nvlink"
+ISLAND_NVLINK = "island-nvlink"
+ISLAND_PCIE_SWITCH = "island-pcie-switch"
+ISLAND_HOST_BRIDGE = "island-host-bridge"
+ISLAND_NUMA = "island-numa"
+NUMA_SHAPE = "numa-shape"
+NIC_COUNT = "nic-count"
+NIC_LOCALITY = "nic-locality"
+GPUDIRECT = "gpudirect"
+TOPOLOGY_CLASS = "topology-class"
+
+# annotation suffixes
+ANNOTATION_TOPOLOGY = "topology"
+ANNOTATION_STATUS_REASON = "status-reason"
+
+#: island label → the loosest link level it admits
+ISLAND_LABEL_LEVELS: dict[str, LinkLevel] = {
+    ISLAND_NVLINK: LinkLevel.NVLINK,
+    ISLAND_PCIE_SWITCH: LinkLevel.PXB,
+    ISLAND_HOST_BRIDGE: LinkLevel.PHB,
+    ISLAND_NUMA: LinkLevel.NODE,
+}
+
+LABEL_KEYS: tuple[str, ...] = (
+    SCHEMA,
+    STATUS,
+    GPU_COUNT,
+    NVLINK,
+    *ISLAND_LABEL_LEVELS,
+    NUMA_SHAPE,
+    NIC_COUNT,
+    NIC_LOCALITY,
+    GPUDIRECT,
+    TOPOLOGY_CLASS,
+)
+
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def is_valid_label_value(value: str) -> bool:
+    """Kubernetes label value syntax: ≤63 chars, alphanumeric ends, ``-_.`` inside, or empty."""
+    return len(value) <= 63 and _VALUE.fullmatch(value) is not None
+
+
+def is_valid_label_key(key: str) -> bool:
+    """Kubernetes qualified name: optional DNS-subdomain prefix ≤253, ``/``, name ≤63."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return _NAME.fullmatch(name) is not None
+
+
+def validate_prefix(prefix: str) -> str:
+    """Check a configured prefix (``example.com/`` form) and return it; ``ValueError`` if bad."""
+    if not prefix.endswith("/") or not is_valid_label_key(prefix + "x"):
+        raise ValueError(f"label prefix must look like 'example.com/', got {prefix!r}")
+    return prefix
+
+
+def owns(key: str, *, prefix: str = DEFAULT_PREFIX) -> bool:
+    """Is this label/annotation key ours to set and remove?"""
+    return key.startswith(prefix)
+
+
+def topology_class(topo: Topology) -> str:
+    """A short stable hash of how the node is *wired*, so identical nodes share it.
+
+    It covers the link matrix (GPU↔GPU, GPU↔NIC, NIC↔NIC tokens), the number of
+    GPUs and NICs and each GPU's NUMA affinity. It leaves out what differs
+    between identically wired machines: bus ids, UUIDs, GPU and NIC names, and
+    CPU numbering.
+    """
+    canon = {
+        "links": [[None if c is None else c.token for c in row] for row in topo.links],
+        "gpus": len(topo.gpus),
+        "nics": len(topo.nics),
+        "numa": [None if g.numa_affinity is None else sorted(g.numa_affinity) for g in topo.gpus],
+    }
+    digest = hashlib.blake2b(json.dumps(canon, separators=(",", ":")).encode(), digest_size=5)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSummary:
+    """What the v1 labels say, decoded (the round-trip target of :func:`encode`)."""
+
+    status: Status
+    gpu_count: int
+    nvlink: bool
+    island_nvlink: int
+    island_pcie_switch: int
+    island_host_bridge: int
+    island_numa: int
+    numa_shape: str
+    nic_count: int
+    nic_locality: LinkLevel | None
+    gpudirect: bool
+    topology_class: str
+
+
+def summarize(topo: Topology, status: Status = Status.OK) -> LabelSummary:
+    """The summary the labels of ``topo`` carry."""
+    return LabelSummary(
+        status=status,
+        gpu_count=len(topo.gpus),
+        nvlink=topo.has_nvlink,
+        island_nvlink=islands.largest(topo, LinkLevel.NVLINK),
+        island_pcie_switch=islands.largest(topo, LinkLevel.PXB),
+        island_host_bridge=islands.largest(topo, LinkLevel.PHB),
+        island_numa=islands.largest(topo, LinkLevel.NODE),
+        numa_shape=islands.shape(topo, LinkLevel.NODE),
+        nic_count=len(topo.nics),
+        nic_locality=nic_locality.locality_class(topo),
+        gpudirect=nic_locality.gpudirect(topo),
+        topology_class=topology_class(topo),
+    )
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def encode(topo: Topology, *, prefix: str = DEFAULT_PREFIX, status: Status = Status.OK) -> dict[str, str]:
+    """The node labels for ``topo``. Every key and value is valid Kubernetes syntax.
+
+    >>> from labeler.topology import smi_parser
+    >>> t = smi_parser.parse("GPU0 GPU1\\nGPU0 X PIX\\nGPU1 PIX X\\n")
+    >>> encode(t)["gputopo.io/island-pcie-switch"]
+    '2'
+    """
+    s = summarize(topo, status)
+    values = {
+        SCHEMA: SCHEMA_VERSION,
+        STATUS: s.status.value,
+        GPU_COUNT: str(s.gpu_count),
+        NVLINK: _bool(s.nvlink),
+        ISLAND_NVLINK: str(s.island_nvlink),
+        ISLAND_PCIE_SWITCH: str(s.island_pcie_switch),
+        ISLAND_HOST_BRIDGE: str(s.island_host_bridge),
+        ISLAND_NUMA: str(s.island_numa),
+        NUMA_SHAPE: s.numa_shape,
+        NIC_COUNT: str(s.nic_count),
+        NIC_LOCALITY: "none" if s.nic_locality is None else s.nic_locality.slug,
+        GPUDIRECT: _bool(s.gpudirect),
+        TOPOLOGY_CLASS: s.topology_class,
+    }
+    labels = {prefix + k: v for k, v in values.items()}
+    for key, value in labels.items():  # a broken invariant must fail loudly, not publish junk
+        if not is_valid_label_key(key) or not is_valid_label_value(value):
+            raise AssertionError(f"invalid label {key}={value!r}")
+    return labels
+
+
+def encode_annotations(topo: Topology, *, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+    """The full topology as one compact JSON annotation (``{prefix}topology``)."""
+    doc = serialize.to_dict(topo)
+    return {prefix + ANNOTATION_TOPOLOGY: json.dumps(doc, separators=(",", ":"), sort_keys=True)}
+
+
+def status_labels(status: Status, *, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+    """The labels of a node we cannot describe (no GPU, every probe failed)."""
+    return {prefix + SCHEMA: SCHEMA_VERSION, prefix + STATUS: status.value}
+
+
+def status_annotations(reason: str, *, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+    """Why the status is not ``ok``, for people running ``kubectl describe node``."""
+    return {prefix + ANNOTATION_STATUS_REASON: reason[:1024]}
+
+
+def _int(labels: dict[str, str], key: str) -> int:
+    try:
+        return int(labels[key])
+    except (KeyError, ValueError) as err:
+        raise CodecError(f"label {key} missing or not an integer") from err
+
+
+def decode_labels(labels: dict[str, str], *, prefix: str = DEFAULT_PREFIX) -> LabelSummary | None:
+    """Read our labels back; ``None`` if the node carries no complete v1 label set."""
+    if labels.get(prefix + SCHEMA) != SCHEMA_VERSION or prefix + GPU_COUNT not in labels:
+        return None
+    try:
+        status = Status(labels.get(prefix + STATUS, ""))
+        loc = labels.get(prefix + NIC_LOCALITY, "none")
+        return LabelSummary(
+            status=status,
+            gpu_count=_int(labels, prefix + GPU_COUNT),
+            nvlink=labels.get(prefix + NVLINK) == "true",
+            island_nvlink=_int(labels, prefix + ISLAND_NVLINK),
+            island_pcie_switch=_int(labels, prefix + ISLAND_PCIE_SWITCH),
+            island_host_bridge=_int(labels, prefix + ISLAND_HOST_BRIDGE),
+            island_numa=_int(labels, prefix + ISLAND_NUMA),
+            numa_shape=labels.get(prefix + NUMA_SHAPE, ""),
+            nic_count=_int(labels, prefix + NIC_COUNT),
+            nic_locality=None if loc == "none" else LinkLevel.from_slug(loc),
+            gpudirect=labels.get(prefix + GPUDIRECT) == "true",
+            topology_class=labels.get(prefix + TOPOLOGY_CLASS, ""),
+        )
+    except ValueError as err:
+        raise CodecError(f"undecodable gputopo labels: {err}") from err
+
+
+def decode_topology(annotations: dict[str, str] | None, *, prefix: str = DEFAULT_PREFIX) -> Topology | None:
+    """The topology from the ``{prefix}topology`` annotation; ``None`` when absent.
+
+    Raises :class:`~labeler.topology.errors.CodecError` when present but damaged,
+    so callers can tell "not labelled yet" from "labelled with junk".
+    """
+    raw = (annotations or {}).get(prefix + ANNOTATION_TOPOLOGY)
+    if raw is None:
+        return None
+    try:
+        doc: Any = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CodecError(f"topology annotation is not JSON: {err}") from err
+    if not isinstance(doc, dict):
+        raise CodecError("topology annotation is not a JSON object")
+    return serialize.from_dict(doc)

@@ -1,0 +1,94 @@
+"""`gputopo audit` end to end: the installed console entry point in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "tests" / "fixtures" / "topo-corpus"
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gputopo", *args], input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+def test_audit_json_contract_h100_dualport_nics() -> None:
+    # corpus 051: HGX H100, NV18 everywhere; NIC pairs PIX to GPU0/2/4/6 only (4 dual-port cards).
+    res = run("audit", str(CORPUS / "051_h100x8-nv18-8nics-dualport-pix-pairs.txt"), "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert {"islands", "gpu_nic", "labels", "annotations"} <= doc.keys()
+    assert doc["islands"]["nvlink"] == [list(range(8))]
+    assert set(doc["islands"]) == {"nvlink", "pix", "pxb", "phb", "node", "sys"}
+    # GPU0 row: NIC0 PIX, NIC1 PIX -> mlx5_0, mlx5_1; GPU1 row: NIC0-3 NODE -> four NICs at NODE
+    assert doc["gpu_nic"]["0"] == {"level": "PIX", "nics": ["mlx5_0", "mlx5_1"]}
+    assert doc["gpu_nic"]["1"] == {"level": "NODE", "nics": ["mlx5_0", "mlx5_1", "mlx5_2", "mlx5_3"]}
+    assert doc["labels"]["gputopo.io/nic-locality"] == "node"
+    assert doc["labels"]["gputopo.io/gpudirect"] == "false"
+    assert doc["labels"]["gputopo.io/island-nvlink"] == "8"
+    assert set(doc["annotations"]) == {"gputopo.io/topology"}
+
+
+def test_audit_reads_stdin_and_prints_tables() -> None:
+    text = (CORPUS / "027_8gpu-nv12-bridge-pairs-node-sys-2nics.txt").read_text()
+    res = run("audit", "-", stdin=text)
+    assert res.returncode == 0, res.stderr
+    assert "Islands" in res.stdout and "gputopo.io/numa-shape" in res.stdout
+    assert "cross sockets (SYS)" in res.stdout
+
+
+def test_audit_parse_error_exits_2_naming_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("        GPU0    GPU1\nGPU0     X      NV4\nGPU1    NV4     BOGUS\n")
+    res = run("audit", str(bad))
+    assert res.returncode == 2
+    err = res.stderr.strip()
+    assert "\n" not in err and "line 3" in err and "Traceback" not in err
+
+
+def test_audit_missing_file_exits_2(tmp_path: Path) -> None:
+    res = run("audit", str(tmp_path / "nope.txt"))
+    assert res.returncode == 2 and "cannot read" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_audit_svg_is_well_formed(tmp_path: Path) -> None:
+    out = tmp_path / "pic" / "t.svg"
+    res = run("audit", str(CORPUS / "005_v100x8-dgx1-hybridcube-1nic-oldfmt.txt"), "--svg", str(out))
+    assert res.returncode == 0, res.stderr
+    root = ET.fromstring(out.read_text())
+    assert root.tag.endswith("svg")
+    titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert "GPU0↔GPU3: NV2" in titles  # DGX-1: GPU0-GPU3 is a double NVLink
+
+
+def test_cli_help_lists_subcommands() -> None:
+    res = run("--help")
+    assert res.returncode == 0
+    for sub in ("audit", "agent", "extender"):
+        assert sub in res.stdout
+
+
+@pytest.mark.parametrize("bad_prefix", ["nope", "UPPER.case/"])
+def test_audit_rejects_bad_prefix(bad_prefix: str) -> None:
+    res = run("audit", str(CORPUS / "027_8gpu-nv12-bridge-pairs-node-sys-2nics.txt"), "--prefix", bad_prefix)
+    assert res.returncode == 2 and "prefix" in res.stderr
+
+
+def test_audit_without_file_on_a_machine_without_gpu_exits_3() -> None:
+    import ctypes.util
+    import shutil
+
+    if shutil.which("nvidia-smi") or ctypes.util.find_library("nvidia-ml"):
+        pytest.skip("this machine has an NVIDIA driver; the no-GPU path cannot be shown here")
+    res = run("audit")
+    assert res.returncode == 3
+    assert "no NVIDIA GPU" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

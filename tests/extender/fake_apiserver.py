@@ -1,0 +1,188 @@
+"""A tiny, real HTTP kube-apiserver stand-in for Nodes and Pods: LIST (paged) and WATCH (chunked).
+
+It speaks what the official ``kubernetes`` client expects on the wire:
+
+- ``GET /api/v1/nodes?limit=N&continue=T`` → a ``NodeList`` page with
+  ``metadata.resourceVersion`` and ``metadata.continue``;
+- ``GET /api/v1/nodes?watch=true&resourceVersion=R&timeoutSeconds=S`` → HTTP/1.1
+  chunked stream of JSON lines ``{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": …}``
+  for every change after R; when R is older than the compaction point it sends
+  the apiserver's ``ERROR`` event with a ``Status`` of code 410 ("too old resource
+  version"), or, with ``gone_as_http=True``, answers HTTP 410 to the watch request;
+- the same for ``/api/v1/pods``.
+
+``kick()`` ends every open watch (as an apiserver restart or an idle timeout would).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+KINDS = {"/api/v1/nodes": ("nodes", "NodeList"), "/api/v1/pods": ("pods", "PodList")}
+
+
+class FakeApiServer:
+    def __init__(self) -> None:
+        self.rv = 100
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {"nodes": {}, "pods": {}}
+        self.events: dict[str, list[tuple[int, str, dict[str, Any]]]] = {"nodes": [], "pods": []}
+        self.compacted = 0
+        self.generation = 0  # bumped by kick()
+        self.gone_as_http = False
+        self.cond = threading.Condition()
+        self.requests: list[str] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeApiServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self.cond:
+            self.generation += 1
+            self.cond.notify_all()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # -- state changes ---------------------------------------------------------------------
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> str:
+        meta = obj["metadata"]
+        return f"{meta.get('namespace', '')}/{meta['name']}"
+
+    def put(self, kind: str, obj: dict[str, Any]) -> None:
+        with self.cond:
+            self.rv += 1
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["resourceVersion"] = str(self.rv)
+            key = self._key(obj)
+            etype = "MODIFIED" if key in self.objects[kind] else "ADDED"
+            self.objects[kind][key] = obj
+            self.events[kind].append((self.rv, etype, obj))
+            self.cond.notify_all()
+
+    def delete(self, kind: str, obj: dict[str, Any]) -> None:
+        with self.cond:
+            self.rv += 1
+            old = self.objects[kind].pop(self._key(obj))
+            old = copy.deepcopy(old)
+            old["metadata"]["resourceVersion"] = str(self.rv)
+            self.events[kind].append((self.rv, "DELETED", old))
+            self.cond.notify_all()
+
+    def compact(self) -> None:
+        """Forget history: watches from an older resourceVersion get 410 Gone."""
+        with self.cond:
+            self.compacted = self.rv
+            for kind in self.events:
+                self.events[kind] = []
+
+    def kick(self) -> None:
+        with self.cond:
+            self.generation += 1
+            self.cond.notify_all()
+
+    def count(self, prefix: str) -> int:
+        return sum(1 for r in self.requests if r.startswith(prefix))
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, doc: Any) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                if url.path not in KINDS:
+                    self._json(404, {"kind": "Status", "code": 404})
+                    return
+                kind, list_kind = KINDS[url.path]
+                watch = q.get("watch") in ("true", "1", "True")
+                api.requests.append(f"{'watch' if watch else 'list'} {kind} {url.query}")
+                if watch:
+                    self._watch(kind, int(q.get("resourceVersion") or 0), float(q.get("timeoutSeconds") or 30))
+                else:
+                    self._list(kind, list_kind, int(q.get("limit") or 0), q.get("continue"))
+
+            def _list(self, kind: str, list_kind: str, limit: int, cont: str | None) -> None:
+                with api.cond:
+                    keys = sorted(api.objects[kind])
+                    start = int(cont) if cont else 0
+                    end = len(keys) if limit <= 0 else min(len(keys), start + limit)
+                    items = [api.objects[kind][k] for k in keys[start:end]]
+                    meta: dict[str, Any] = {"resourceVersion": str(api.rv)}
+                    if end < len(keys):
+                        meta["continue"] = str(end)
+                self._json(200, {"kind": list_kind, "apiVersion": "v1", "metadata": meta, "items": items})
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def _watch(self, kind: str, since: int, timeout: float) -> None:
+                with api.cond:
+                    gone = since < api.compacted
+                    gen = api.generation
+                if gone and api.gone_as_http:
+                    self._json(410, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                     "reason": "Expired", "code": 410, "message": "too old resource version"})
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    if gone:
+                        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                  "message": f"too old resource version: {since} ({api.compacted})",
+                                  "reason": "Expired", "code": 410}
+                        self._chunk(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
+                    else:
+                        deadline = time.monotonic() + timeout
+                        sent = since
+                        while True:
+                            with api.cond:
+                                pending = [e for e in api.events[kind] if e[0] > sent]
+                                if not pending:
+                                    left = deadline - time.monotonic()
+                                    if left <= 0 or api.generation != gen:
+                                        break
+                                    api.cond.wait(min(left, 0.2))
+                                    if api.generation != gen:
+                                        break
+                                    continue
+                            for rv, etype, obj in pending:
+                                self._chunk(json.dumps({"type": etype, "object": obj}).encode() + b"\n")
+                                sent = rv
+                    self._chunk(b"")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                self.close_connection = True
+
+        return Handler
