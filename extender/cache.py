@@ -88,6 +88,20 @@ class Reflector:
         self._req_timeout = request_timeout_seconds
         self.synced = threading.Event()
         self.lists = 0
+        self._resp: Any = None  # the open watch response, so `interrupt` can cut it
+
+    def interrupt(self) -> None:
+        """Cut the open watch from another thread (stop without waiting for the watch timeout)."""
+        resp = self._resp
+        if resp is not None:
+            shutdown = getattr(resp, "shutdown", None)  # urllib3 >= 2.3: unblocks a read in progress
+            try:
+                if shutdown is not None:
+                    shutdown()
+                else:
+                    resp.close()
+            except Exception as err:  # best effort: the loop also checks the stop event
+                log.debug("%s: interrupting the watch failed: %s", self.kind, err)
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -150,7 +164,10 @@ class Reflector:
             if err.status == 410:
                 raise _Gone from err
             raise
+        self._resp = resp
         try:
+            if self._stop.is_set():  # stop() came while the request was being made
+                return rv
             for line in iter_resp_lines(resp):
                 if self._stop.is_set():
                     break
@@ -168,6 +185,7 @@ class Reflector:
                 if new_rv:
                     rv = str(new_rv)
         finally:
+            self._resp = None
             resp.close()
             resp.release_conn()
         return rv
@@ -374,6 +392,9 @@ class ClusterCache:
         return all(r.synced.wait(max(0.0, end - time.monotonic())) for r in self.reflectors)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the reflectors: set the stop event, cut open watches, join the threads."""
         self._stop.set()
+        for r in self.reflectors:
+            r.interrupt()
         for t in self._threads:
             t.join(timeout)

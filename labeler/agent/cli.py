@@ -79,16 +79,14 @@ def _publisher(settings: AgentSettings) -> Publisher:
             print("gputopo agent: dry-run: no node name; planning against an empty node", file=sys.stderr)
         else:
             try:
-                api = factory.api_client(settings)
-                kube = KubeNodePublisher(factory.k8s.CoreV1Api(api), settings.node_name, settings.prefix,
+                kube = KubeNodePublisher(factory.core_api(settings), settings.node_name, settings.prefix,
                                          attempts=1, request_timeout_s=settings.request_timeout)
                 reader = kube.read
             except ConfigError as err:
                 print(f"gputopo agent: dry-run: {err}; planning against an empty node", file=sys.stderr)
         return DryRunPublisher(settings.prefix, reader)
-    api = factory.api_client(settings)
     return KubeNodePublisher(
-        factory.k8s.CoreV1Api(api),
+        factory.core_api(settings),
         settings.node_name,
         settings.prefix,
         attempts=settings.publish_attempts,

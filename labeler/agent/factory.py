@@ -23,7 +23,14 @@ from labeler.agent.sources import AllocationSource, FileProber, ProbeOutcome, Pr
 from labeler.topology.errors import ConfigError, ProbeError
 from labeler.topology.model import Topology
 
-__all__ = ["LocalProber", "PodResourcesAllocation", "api_client", "build_allocation_source", "build_prober"]
+__all__ = [
+    "LocalProber",
+    "PodResourcesAllocation",
+    "api_client",
+    "build_allocation_source",
+    "build_prober",
+    "core_api",
+]
 
 
 def api_client(settings: AgentSettings) -> k8s.ApiClient:
@@ -36,16 +43,23 @@ def api_client(settings: AgentSettings) -> k8s.ApiClient:
     cfg = k8s.Configuration()
     try:
         if settings.kubeconfig is not None:
-            k8s_config.load_kube_config(config_file=str(settings.kubeconfig), client_configuration=cfg)
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(settings.kubeconfig), client_configuration=cfg
+            )
         else:
             try:
-                k8s_config.load_incluster_config(client_configuration=cfg)
+                k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             except k8s_config.ConfigException:
-                k8s_config.load_kube_config(client_configuration=cfg)
+                k8s_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
     except (k8s_config.ConfigException, OSError) as err:
         raise ConfigError(f"no Kubernetes API configuration: {err}") from err
     cfg.retries = urllib3.Retry(total=0, redirect=0, respect_retry_after_header=False)
     return k8s.ApiClient(cfg)
+
+
+def core_api(settings: AgentSettings) -> k8s.CoreV1Api:
+    """CoreV1Api over :func:`api_client`."""
+    return k8s.CoreV1Api(api_client(settings))
 
 
 @dataclass

@@ -37,11 +37,13 @@ from labeler.topology import allocation, labels
 from labeler.topology.errors import CodecError, NoGpuError, ProbeError, PublishError
 from labeler.topology.model import Topology
 
-__all__ = ["NO_GPU_REASON", "Agent", "LoopConfig"]
+__all__ = ["NO_GPU_REASON", "STALL_AFTER_S", "Agent", "LoopConfig"]
 
 log = logging.getLogger(__name__)
 
 NO_GPU_REASON = "no NVIDIA GPU found"
+#: /healthz reports a stalled loop when no step began for this long.
+STALL_AFTER_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class Agent:
     # -- probing ------------------------------------------------------------------
     def _probe(self, now: float) -> None:
         start = time.perf_counter()
+        outcome: ProbeOutcome | ProbeError
         try:
             outcome = self.prober.probe()
             result = "degraded" if outcome.degraded else "ok"
@@ -287,7 +290,8 @@ class Agent:
     def healthy(self, stale_after_s: float, now: float | None = None) -> tuple[bool, str]:
         """Alive (recent heartbeat) and synced recently; the reason for /healthz."""
         now = self.clock() if now is None else now
-        if now - self.last_step_at > max(3 * self.config.heartbeat_s, 30.0):
+        # A publish with retries and timeouts can legitimately hold the loop for a minute or two.
+        if now - self.last_step_at > max(3 * self.config.heartbeat_s, STALL_AFTER_S):
             return False, f"loop stalled: last step {now - self.last_step_at:.0f}s ago"
         if self.last_success_at is None:
             age = now - self.started_at

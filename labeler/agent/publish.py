@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 #: Computes the desired owned keys from what the node carries now (re-run after every re-read).
 Planner = Callable[[NodeMeta], Desired]
 
-_RETRY_AFTER_CAP_S = 300.0
+_RETRY_AFTER_CAP_S = 60.0  # longer waits are left to the loop's own retry (PUBLISH_RETRY)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Backoff:
         >>> Backoff(1.0, 8.0).delay(3, lambda: 0.0), Backoff(1.0, 8.0).delay(9, lambda: 1.0)
         (2.0, 8.0)
         """
-        step = min(self.max_s, self.base_s * (2 ** (attempt - 1)))
+        step = min(self.max_s, self.base_s * 2.0 ** (attempt - 1))
         return step / 2 + rand() * step / 2
 
 

@@ -55,6 +55,28 @@ _IDLIST = re.compile(r"\d{1,6}(?:-\d{1,6})?(?:,\d{1,6}(?:-\d{1,6})?)*")
 _AFF_CHARS = re.compile(r"N/A|[0-9][0-9,\-]*|-[0-9,\-]*[0-9][0-9,\-]*")
 
 
+_CUT_TAIL = re.compile(r"(?:N|NV\d*|P|PI|PX|PH|S|SY|SO|NO|NOD|N/|[0-9,\-]*\.{0,3})")
+
+
+def could_be_cut(text: str) -> bool:
+    """Is ``text`` what a cut leaves of a cell: whole link tokens, then a prefix of one more?
+
+    Used only at the very end of a text that stops inside the matrix, so that a
+    short tail (``PX``, ``NV1``, ``NODEPX``, ``56-111,1...``) reads as truncation
+    while a complete foreign word (``BOGUS``) stays an error naming its line.
+
+    >>> [could_be_cut(t) for t in ("PX", "NODEPX", "56-111,1...", "BOGUS", "SYSQ")]
+    [True, True, True, False, False]
+    """
+    rest = text
+    while True:
+        m = re.match(r"NV\d+|PIX|PXB|PHB|NODE|SYS|SOC|X", rest)
+        if not m or m.end() == len(rest):
+            break
+        rest = rest[m.end():]
+    return _CUT_TAIL.fullmatch(rest) is not None or (m is not None and m.end() == len(rest))
+
+
 def clean_line(line: str) -> str:
     """Remove what copy and paste adds around a line: CR, ANSI escapes, ``#`` prefixes.
 

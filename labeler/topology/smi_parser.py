@@ -202,6 +202,8 @@ class _Reader:
         if last is None:
             return
         terminated = last.line < len(self.raw) - 1
+        if not readable and not smi_cells.could_be_cut(last.text):
+            self.classify(row)  # a whole foreign word is damage, not a cut: raise its error
         if not readable or not (last.sep_after or (whole and terminated)):
             row.cut = True
             row.cells.pop()
@@ -227,10 +229,12 @@ class _Reader:
             self.warn(
                 f"header lacks {missing}; every GPU row carries it (driver column order makes the mapping unique)"
             )
-        if row.cut and len(cells) < width:
-            kinds = kinds[: len(cells)]  # a cut removes the tail only: what is left is in place
-            self.warn(f"GPU row {row.label} is cut: affinity after {len(cells)} cell(s) unknown")
-        elif not exact:
+        if row.cut:
+            # What survives a cut is a prefix, but it is the only copy of these values and a
+            # second slip (a lost cell) would shift them unnoticed: nothing is taken from it.
+            self.warn(f"GPU row {row.label} is cut: its affinity is unknown")
+            return None, None, None
+        if not exact:
             self.warn(
                 f"GPU row {row.label}: {len(cells)} affinity cell(s) for {width} column(s) "
                 "(fused or missing cells); affinity unknown"

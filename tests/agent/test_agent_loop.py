@@ -246,3 +246,26 @@ def test_run_once_publishes_and_returns(fake_api: FakeKubeApi) -> None:
     result = agent.run_once()
     assert result.outcome == "patched" and len(fake_api.writes()) == 1
     assert ALLOC in fake_api.annotations(NODE)
+
+
+def test_stalled_loop_fails_health_over_http(fake_api: FakeKubeApi) -> None:
+    """/healthz answers 503 with the reason once the loop stops stepping."""
+    import urllib.error
+    import urllib.request
+
+    from labeler.agent.health import HealthServer
+    from labeler.agent.loop import STALL_AFTER_S
+
+    agent, clock = make_agent(fake_api, ScriptedProber(machine("gh200")))
+    run_for(agent, clock, 1.0)
+    server = HealthServer(agent.metrics, lambda: agent.healthy(900.0), "127.0.0.1", 0).start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as r:
+            assert r.status == 200 and r.read().startswith(b"ok (status ok")
+        clock.t += STALL_AFTER_S + 1  # nobody calls step() any more
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(url, timeout=2)
+        assert exc.value.code == 503 and b"loop stalled" in exc.value.read()
+    finally:
+        server.stop()
