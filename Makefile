@@ -35,6 +35,8 @@ test: lint typecheck layers unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py
+	$(BIN)/python bench/bench_agent_writes.py
+	$(BIN)/python bench/bench_extender.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

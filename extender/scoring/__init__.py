@@ -11,10 +11,11 @@ free GPUs, score 0 (the service decides that before calling strategies).
 
 Why a weighted mean with level-heavy weights rather than a strict
 lexicographic order: the answer must be one integer in 0..10 (the scheduler
-multiplies it by ``weight * 10``), so there is no room for a tuple; the weights
-are chosen so one link level step (≥ 1 point × 8) outweighs any best-fit
-difference a multi-GPU pod can see on ≤ 8-GPU boards (fit ≥ 2.5 points apart
-at most × 2, see the worked example in the docs).
+multiplies it by ``weight * 10``), so there is no room for a tuple. For a
+multi-GPU pod every level step of the table except PIX→PXB is 2 points, × 8 =
+16, more than any best-fit difference on ≤ 8-GPU boards ((10 − 3) × 2 = 14),
+so a tighter level always wins; between PIX and PXB (≈10 % apart in bandwidth)
+a much better fit may win, on purpose.
 """
 
 from __future__ import annotations
