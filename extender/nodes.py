@@ -62,10 +62,13 @@ class TopologyRegistry:
     never reused, so memo keys that include it cannot alias after eviction.
     """
 
-    def __init__(self, max_entries: int = 512) -> None:
+    def __init__(self, max_entries: int = 512, max_allocations: int = 1 << 17) -> None:
         self._by_text: OrderedDict[str, tuple[int, Topology]] = OrderedDict()
+        # allocation strings are unique per node (they name pods), so this cache holds one per
+        # node: sized for the largest clusters, so a warm stateless request decodes nothing
         self._alloc: OrderedDict[str, allocation.AllocationState] = OrderedDict()
         self._max = max_entries
+        self._max_alloc = max_allocations
         self._next_id = 0
         self._lock = threading.Lock()
 
@@ -95,7 +98,7 @@ class TopologyRegistry:
         state = allocation.decode(text)
         with self._lock:
             self._alloc[text] = state
-            if len(self._alloc) > self._max * 8:
+            if len(self._alloc) > self._max_alloc:
                 self._alloc.popitem(last=False)
         return state
 

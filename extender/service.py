@@ -90,7 +90,7 @@ def decode_args(body: bytes) -> ExtenderArgs:
     if not body.strip():
         raise BadRequest("empty request body")
     try:
-        doc = pydantic_core.from_json(body, cache_strings="keys")
+        doc = pydantic_core.from_json(body)
     except ValueError as err:
         raise BadRequest(f"request body is not JSON: {str(err)[:200]}") from None
     if not isinstance(doc, dict):

@@ -14,7 +14,7 @@ lexicographic order: the answer must be one integer in 0..10 (the scheduler
 multiplies it by ``weight * 10``), so there is no room for a tuple. For a
 multi-GPU pod every level step of the table except PIX→PXB is 2 points, × 8 =
 16, more than any best-fit difference on ≤ 8-GPU boards ((10 − 3) × 2 = 14),
-so a tighter level always wins; between PIX and PXB (≈10 % apart in bandwidth)
+so a tighter level never scores lower (rounding may tie); between PIX and PXB (≈10 % apart in bandwidth)
 a much better fit may win, on purpose.
 """
 

@@ -55,3 +55,16 @@ def test_cached_mode_without_cluster_config_is_a_start_up_error(monkeypatch: pyt
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert main(["--mode", "cached"]) == 1
     assert "cannot start" in capsys.readouterr().err
+
+
+def test_gputopo_extender_subcommand_reaches_our_main() -> None:
+    """`python -m gputopo extender ...` (the lead's entry point) runs extender.cli.main."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "gputopo", "extender", "--mode", "stateless", "--check-config"],
+                          capture_output=True, text=True, cwd=root, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["mode"] == "stateless"
