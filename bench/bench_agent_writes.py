@@ -10,14 +10,21 @@ Churn: a simulated kubelet whose pods arrive as a Poisson process and live an
 exponentially distributed time; a pod that does not fit is turned away (the
 scheduler would place it elsewhere). Offered load is 0.9 of the node's GPUs.
 
-Measured (from the requests the server recorded): accepted PATCHes per node per
-hour, PATCH body bytes, the size of the Node object after each write (what each
-Node watcher receives per update), GETs per hour, and staleness (time from an
-allocation change in the kubelet to the write that carries it).
+Each scenario runs with the allocation carrier ``annotation`` (the Node's
+``{prefix}allocation``) and, for the default rate limit, with ``configmap`` (the
+default: ``gputopo-alloc-<node>`` written by ``KubeConfigMapPublisher`` through the
+same in-test server).
 
-Derived, not run through the agent: the same writes carried by a per-node
-ConfigMap or Lease (object sizes computed from real client models), and the
-watch fan-out of each carrier for a given cluster size.
+Measured (from the requests the server recorded): accepted Node PATCHes and
+ConfigMap writes (POST/PATCH) per node per hour, write body bytes, the size of
+the written object as the server returned it (what each watcher of that kind
+receives per update), GETs per hour, and staleness (time from an allocation
+change in the kubelet to the write that carries it).
+
+Derived, not run through the agent: the watch fan-out of each carrier for a
+given cluster size, with object sizes computed from real client models
+including a ``managedFields`` entry the in-test server does not add (and a
+Lease for comparison).
 
     .venv/bin/python bench/bench_agent_writes.py            # full table (simulated 24 h per scenario)
     .venv/bin/python bench/bench_agent_writes.py --hours 2  # quicker
@@ -44,8 +51,9 @@ from agent_support import MACHINES, corpus_path, kube_api  # noqa: E402
 from fake_kube_api import FakeKubeApi, realistic_gpu_node  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 
+from labeler.agent.configmap import CarrierResult, KubeConfigMapPublisher  # noqa: E402
 from labeler.agent.loop import Agent, LoopConfig  # noqa: E402
-from labeler.agent.publish import KubeNodePublisher, Planner, PublishResult  # noqa: E402
+from labeler.agent.publish import KubeNodePublisher, Planner, PublishResult, RetryPolicy  # noqa: E402
 from labeler.agent.sources import ProbeOutcome  # noqa: E402
 from labeler.topology import allocation, smi_parser  # noqa: E402
 from labeler.topology.model import Topology  # noqa: E402
@@ -136,24 +144,44 @@ class TimedPublisher:
 
 
 @dataclass
+class TimedConfigMapPublisher:
+    """The same for the ConfigMap carrier."""
+
+    inner: KubeConfigMapPublisher
+    clock: Clock
+    write_times: list[float] = field(default_factory=list)
+
+    def publish(self, state: allocation.AllocationState) -> CarrierResult:
+        result = self.inner.publish(state)
+        if result.outcome != "unchanged":
+            self.write_times.append(self.clock.t)
+        return result
+
+
+@dataclass
 class Figures:
     name: str
+    carrier: str
     hours: float
-    writes: int
+    writes: int  # accepted Node PATCHes
+    cm_writes: int  # accepted ConfigMap POST/PATCH
     gets: int
     patch_bytes: list[int]
     node_bytes: list[int]
+    cm_body_bytes: list[int]
+    cm_bytes: list[int]
     alloc_bytes: int
     staleness: list[float]
     changes: int
 
     @property
     def writes_per_hour(self) -> float:
-        return self.writes / self.hours
+        """Allocation-carrying writes per node per hour, whichever the carrier."""
+        return (self.writes if self.carrier == "annotation" else self.cm_writes) / self.hours
 
 
 def run(name: str, hours: float, *, churn: SimKubelet | None, min_interval: float, coalesce: float = 1.0,
-        poll: float = 5.0, seed_warmup_s: float = 600.0) -> Figures:
+        poll: float = 5.0, seed_warmup_s: float = 600.0, carrier: str = "annotation") -> Figures:
     """One scenario: warm up (initial labelling + churn reaching steady state), then measure ``hours``."""
     topo = smi_parser.parse(corpus_path(MACHINES["h100-nv18-8nics"]).read_text(), source="051")
     clock = Clock()
@@ -161,11 +189,17 @@ def run(name: str, hours: float, *, churn: SimKubelet | None, min_interval: floa
         api.add_node(realistic_gpu_node(NODE))
         pub = TimedPublisher(KubeNodePublisher(kube_api(api.url), NODE, P, sleep=lambda s: None), clock)
         cfg = LoopConfig(prefix=P, allocation_interval_s=poll, allocation_min_interval_s=min_interval,
-                         allocation_coalesce_s=coalesce)
+                         allocation_coalesce_s=coalesce, allocation_on_node=carrier != "configmap")
+        cm_pub = None
+        if carrier == "configmap":
+            writer = KubeConfigMapPublisher(kube_api(api.url), NODE, "gputopo-system",
+                                            retry=RetryPolicy(sleep=lambda s: None))
+            cm_pub = TimedConfigMapPublisher(writer, clock)
         if churn is None:  # steady: six long-running pods hold six GPUs, nothing starts or stops
             churn = SimKubelet(8, 1800, ((1, 1),), 0.0, random.Random(0), {g: f"ml/steady-{g}" for g in range(6)})
         source = churn
-        agent = Agent(cfg, Static(topo), pub, source, clock=clock, wall_clock=lambda: 1.7e9 + clock.t)
+        agent = Agent(cfg, Static(topo), pub, source, allocation_publisher=cm_pub, clock=clock,
+                      wall_clock=lambda: 1.7e9 + clock.t)
 
         def advance(until: float) -> None:
             while clock.t < until:
@@ -177,19 +211,27 @@ def run(name: str, hours: float, *, churn: SimKubelet | None, min_interval: floa
         advance(seed_warmup_s)
         api.reset_log()
         pub.write_times.clear()
+        if cm_pub is not None:
+            cm_pub.write_times.clear()
         start = clock.t
         changes_before = len(source.changes)
         advance(start + hours * 3600)
-        writes = api.writes()
+        writes = api.writes("nodes")
+        cm_writes = api.writes("configmaps")
         stale = []
-        times = pub.write_times
+        times = pub.write_times if cm_pub is None else cm_pub.write_times
         for c in source.changes[changes_before:]:
             later = [w for w in times if w >= c]
             if later:
                 stale.append(later[0] - c)
         alloc_value = api.annotations(NODE).get(P + allocation.ANNOTATION_SUFFIX, "")
-        return Figures(name, hours, len(writes), sum(1 for r in api.requests if r.method == "GET"),
-                       [len(w.body) for w in writes], [w.response_bytes for w in writes], len(alloc_value),
+        if cm_pub is not None:
+            stored = api.configmap("gputopo-system", cm_pub.inner.name) or {}
+            alloc_value = stored.get("data", {}).get("allocation", "")
+        return Figures(name, carrier, hours, len(writes), len(cm_writes),
+                       sum(1 for r in api.requests if r.method == "GET"),
+                       [len(w.body) for w in writes], [w.response_bytes for w in writes],
+                       [len(w.body) for w in cm_writes], [w.response_bytes for w in cm_writes], len(alloc_value),
                        stale, len(source.changes) - changes_before)
 
 
@@ -202,7 +244,7 @@ def object_bytes(obj: object) -> int:
 def carrier_sizes(alloc_value: str) -> dict[str, int]:
     meta = dict(name=f"gputopo-alloc-{NODE}", namespace="gputopo-system", resource_version="123456789",
                 uid="6f1c2d3e-0000-4000-8000-000000000002", creation_timestamp="2026-11-01T00:00:00Z",
-                labels={"app.kubernetes.io/part-of": "gputopo", P + "node": NODE},
+                labels={"app.kubernetes.io/managed-by": "gputopo", "gputopo.io/node": NODE},
                 owner_references=[k8s.V1OwnerReference(api_version="v1", kind="Node", name=NODE,
                                                        uid="6f1c2d3e-0000-4000-8000-000000000001")],
                 managed_fields=[k8s.V1ManagedFieldsEntry(manager="gputopo-agent", operation="Update",
@@ -231,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows: list[Figures] = []
     rows.append(run("steady: no pod changes", args.hours, churn=None, min_interval=10))
+    rows.append(run("steady: no pod changes", args.hours, churn=None, min_interval=10, carrier="configmap"))
     scenarios = [
         ("churn: 1-GPU pods, life 30 min", 1800.0, ((1, 1),)),
         ("churn: trace size mix, life 30 min", 1800.0, TRACE_SIZES),
@@ -240,24 +283,33 @@ def main(argv: list[str] | None = None) -> int:
         for mi in (0.0, 10.0, 30.0):
             sim = SimKubelet(8, life, sizes, 0.9, random.Random(args.seed))
             rows.append(run(f"{label}; min interval {mi:.0f} s", args.hours, churn=sim, min_interval=mi))
+            if mi == 10.0:  # the default rate limit, with the default carrier
+                sim = SimKubelet(8, life, sizes, 0.9, random.Random(args.seed))
+                rows.append(run(f"{label}; min interval {mi:.0f} s", args.hours, churn=sim, min_interval=mi,
+                                carrier="configmap"))
     print(f"# gputopo agent API write volume (simulated {args.hours:g} h per scenario, "
           f"{time.perf_counter() - t0:.1f} s wall)\n")
-    print("| scenario | kubelet changes/h | PATCH/node/h | GET/node/h | PATCH body B (mean) | Node object B "
-          "(mean) | staleness s (mean / p95) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| scenario | carrier | kubelet changes/h | Node PATCH/node/h | ConfigMap writes/node/h | GET/node/h "
+          "| write body B (mean) | object B per write (mean) | staleness s (mean / p95) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for f in rows:
         stale = (f"{statistics.mean(f.staleness):.1f} / {sorted(f.staleness)[int(0.95 * (len(f.staleness) - 1))]:.1f}"
                  if f.staleness else "n/a")
-        pb = f"{statistics.mean(f.patch_bytes):.0f}" if f.patch_bytes else "-"
-        nb = f"{statistics.mean(f.node_bytes):.0f}" if f.node_bytes else "-"
-        print(f"| {f.name} | {f.changes / f.hours:.1f} | {f.writes_per_hour:.2f} | {f.gets / f.hours:.1f} | {pb} | "
-              f"{nb} | {stale} |")
-    ref = next(r for r in rows if r.name.startswith("churn: 1-GPU pods, life 30 min; min interval 10"))
+        body, obj = (f.patch_bytes, f.node_bytes) if f.carrier == "annotation" else (f.cm_body_bytes, f.cm_bytes)
+        pb = f"{statistics.mean(body):.0f}" if body else "-"
+        nb = f"{statistics.mean(obj):.0f}" if obj else "-"
+        print(f"| {f.name} | {f.carrier} | {f.changes / f.hours:.1f} | {f.writes / f.hours:.2f} | "
+              f"{f.cm_writes / f.hours:.2f} | {f.gets / f.hours:.1f} | {pb} | {nb} | {stale} |")
+    ref = next(r for r in rows if r.name.startswith("churn: 1-GPU pods, life 30 min; min interval 10")
+               and r.carrier == "annotation")
+    ref_cm = next(r for r in rows if r.name == ref.name and r.carrier == "configmap")
     sizes = carrier_sizes("x" * ref.alloc_bytes)
     node_b = statistics.mean(ref.node_bytes)
     print(f"\n## Fan-out for the reference scenario ({ref.name}: {ref.writes_per_hour:.1f} writes/node/h)\n")
-    print(f"Object sent to each watcher per write: Node {node_b:.0f} B; ConfigMap {sizes['configmap']} B; "
-          f"Lease {sizes['lease']} B (allocation value {ref.alloc_bytes} B).\n")
+    print(f"Object sent to each watcher per write: Node {node_b:.0f} B; ConfigMap {sizes['configmap']} B "
+          f"(model incl. managedFields; {statistics.mean(ref_cm.cm_bytes):.0f} B as the in-test server stored it, "
+          f"{ref_cm.writes_per_hour:.1f} writes/node/h measured); Lease {sizes['lease']} B "
+          f"(allocation value {ref.alloc_bytes} B).\n")
     print("| nodes | carrier | watchers of each write | watch bytes/h, cluster | etcd write bytes/h, cluster |")
     print("|---|---|---|---|---|")
     for n in args.nodes:

@@ -1,4 +1,4 @@
-"""Cached mode: list+watch Nodes and Pods with the official ``kubernetes`` client.
+"""Cached mode: list+watch Nodes, Pods and allocation ConfigMaps with the official ``kubernetes`` client.
 
 Why our own small reflector instead of ``kubernetes.watch.Watch``: Watch's
 built-in 410 handling re-watches from the *same* expired resourceVersion (and
@@ -20,6 +20,14 @@ machines share one string); for Pods only bound, non-terminated pods that
 request GPUs, as small records. Parsed topologies are cached by annotation
 string in :class:`~extender.nodes.TopologyRegistry`.
 
+Allocation: the agent's default carrier is a per-node ConfigMap
+``gputopo-alloc-<node>`` in ``allocation_namespace`` (labelled
+``app.kubernetes.io/managed-by=gputopo``; :mod:`labeler.topology.carrier`), listed
+and watched by a third reflector with that label selector. Per node the
+ConfigMap's value wins; without one (agents running ``--allocation-carrier=annotation``,
+or the ConfigMap deleted) the Node's ``{prefix}allocation`` annotation is used.
+Only the allocation string is kept per ConfigMap (one per node).
+
 Pods bound but not yet in the agent's allocation annotation are counted
 against the node's free GPUs (see :func:`extender.nodes.apply_pending`: an
 estimate assuming the device plugin takes the Placer's best set).
@@ -27,6 +35,7 @@ estimate assuming the device plugin takes the Placer's best set).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -44,7 +53,7 @@ from extender import workload as wl
 from extender.metrics import Metrics
 from extender.nodes import NodeFacts, TopologyRegistry, facts_from_parts
 from extender.scoring import Siblings
-from labeler.topology import allocation, labels
+from labeler.topology import allocation, carrier, labels
 
 __all__ = ["ClusterCache", "PodRecord", "Reflector"]
 
@@ -220,12 +229,17 @@ class ClusterCache:
         registry: TopologyRegistry,
         metrics: Metrics,
         resource: str = wl.GPU_RESOURCE,
+        allocation_namespace: str = carrier.DEFAULT_NAMESPACE,
     ) -> None:
         self.prefix = prefix
         self.locality_keys = tuple(locality_keys)
         self.registry = registry
         self.metrics = metrics
         self.resource = resource
+        self.allocation_namespace = allocation_namespace
+        self._alloc_key = prefix + allocation.ANNOTATION_SUFFIX
+        self._cm_alloc: dict[str, str] = {}  # node → allocation value from its ConfigMap
+        self._cm_node: dict[str, str] = {}  # ConfigMap name → node (DELETED events, label changes)
         self._keep_labels = frozenset(self.locality_keys)
         self._ann_keys = (prefix + labels.ANNOTATION_TOPOLOGY, prefix + allocation.ANNOTATION_SUFFIX)
         self._nodes: dict[str, _NodeRecord] = {}
@@ -296,10 +310,14 @@ class ClusterCache:
             self._facts.pop(name, None)
             return
         pods = sorted(self._pods_by_node.get(name, {}).values(), key=lambda p: (p.created, p.key))
+        annotations = rec.annotations
+        from_cm = self._cm_alloc.get(name)
+        if from_cm is not None:  # the ConfigMap carrier wins over a (possibly stale) Node annotation
+            annotations = {**annotations, self._alloc_key: from_cm}
         self._facts[name] = facts_from_parts(
             name,
             rec.labels,
-            rec.annotations,
+            annotations,
             prefix=self.prefix,
             locality_keys=self.locality_keys,
             registry=self.registry,
@@ -373,13 +391,54 @@ class ClusterCache:
                     self._refresh(name)
             self.metrics.cache_objects.labels("pods").set(len(self._pods))
 
+    @staticmethod
+    def _cm_entry(obj: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+        """``(ConfigMap name, node, allocation value)`` of one of our ConfigMaps."""
+        meta = obj.get("metadata") or {}
+        data = obj.get("data") or {}
+        value = data.get(carrier.DATA_KEY) if isinstance(data, dict) else None
+        return str(meta.get("name") or ""), carrier.node_of(obj), value if isinstance(value, str) else None
+
+    def replace_configmaps(self, items: list[dict[str, Any]]) -> None:
+        with self._lock:
+            touched = set(self._cm_alloc)
+            self._cm_alloc, self._cm_node = {}, {}
+            for o in items:
+                cm, node, value = self._cm_entry(o)
+                if node is not None and value is not None:
+                    self._cm_node[cm] = node
+                    self._cm_alloc[node] = value
+            for name in touched | set(self._cm_alloc):
+                self._refresh(name)
+            self.metrics.cache_objects.labels("configmaps").set(len(self._cm_alloc))
+
+    def configmap_event(self, etype: str, obj: dict[str, Any]) -> None:
+        with self._lock:
+            cm, node, value = self._cm_entry(obj)
+            touched = set()
+            old = self._cm_node.pop(cm, None)
+            if old is not None:
+                self._cm_alloc.pop(old, None)
+                touched.add(old)
+            if etype != "DELETED" and node is not None and value is not None:
+                self._cm_node[cm] = node
+                self._cm_alloc[node] = value
+                touched.add(node)
+            for name in touched:
+                self._refresh(name)
+            self.metrics.cache_objects.labels("configmaps").set(len(self._cm_alloc))
+
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, core_v1: Any, **reflector_options: Any) -> None:
-        """Start node and pod reflectors on a ``kubernetes.client.CoreV1Api`` (daemon threads)."""
+        """Start node, pod and allocation-ConfigMap reflectors on a ``kubernetes.client.CoreV1Api`` (daemon threads)."""
+        list_configmaps = functools.partial(core_v1.list_namespaced_config_map, self.allocation_namespace,
+                                            label_selector=carrier.SELECTOR)
         self.reflectors = [
             Reflector("nodes", core_v1.list_node, self.replace_nodes, self.node_event,
                       stop=self._stop, metrics=self.metrics, **reflector_options),
             Reflector("pods", core_v1.list_pod_for_all_namespaces, self.replace_pods, self.pod_event,
+                      stop=self._stop, metrics=self.metrics, **reflector_options),
+            Reflector("configmaps", list_configmaps, self.replace_configmaps, self.configmap_event,
                       stop=self._stop, metrics=self.metrics, **reflector_options),
         ]
         for r in self.reflectors:

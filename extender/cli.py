@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="listen port (default 8888; 0 picks a free port)")
     p.add_argument("--mode", choices=["stateless", "cached"],
                    help="stateless: nodeCacheCapable=false, read Node objects from requests; "
-                   "cached: nodeCacheCapable=true, list+watch Nodes and Pods (default)")
+                   "cached: nodeCacheCapable=true, list+watch Nodes, Pods and allocation ConfigMaps (default)")
     p.add_argument("--prefix", help="label/annotation prefix (default gputopo.io/)")
     p.add_argument("--strategy", dest="strategies", action="append",
                    help="scoring strategy to enable, repeatable or comma-separated "
@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--page-size", type=int, help="cached mode: list page size (default 500)")
     p.add_argument("--sync-timeout-seconds", type=float,
                    help="cached mode: wait this long for the first list before serving (default 60)")
+    p.add_argument("--allocation-namespace",
+                   help="cached mode: namespace of the agents' allocation ConfigMaps (default gputopo-system)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--check-config", action="store_true", help="validate settings, print them as JSON and exit")
     return p
@@ -83,7 +85,8 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
 
     service = Service(config, metrics=metrics)
     cache = ClusterCache(prefix=settings.prefix, locality_keys=settings.locality_keys,
-                         registry=service.topologies, metrics=metrics, resource=settings.resource)
+                         registry=service.topologies, metrics=metrics, resource=settings.resource,
+                         allocation_namespace=settings.allocation_namespace)
     service.view = cache
     if core_v1 is None:
         from kubernetes import client
@@ -121,6 +124,7 @@ def main(argv: list[str]) -> int:
             watch_timeout_seconds=args.watch_timeout_seconds,
             page_size=args.page_size,
             sync_timeout_seconds=args.sync_timeout_seconds,
+            allocation_namespace=args.allocation_namespace,
             log_level=args.log_level,
         )
     except ConfigError as err:

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from extender.scoring import DEFAULT_STRATEGIES, STRATEGIES
-from labeler.topology import labels
+from labeler.topology import carrier, labels
 from labeler.topology.errors import ConfigError
 
 __all__ = ["DEFAULT_LOCALITY_KEYS", "ExtenderSettings", "load"]
@@ -49,6 +49,8 @@ class ExtenderSettings(BaseSettings):
     watch_timeout_seconds: int = Field(300, ge=1)
     page_size: int = Field(500, ge=1)
     sync_timeout_seconds: float = Field(60.0, ge=0)
+    #: cached mode: where the agents' allocation ConfigMaps live (the agent's POD_NAMESPACE)
+    allocation_namespace: str = Field(carrier.DEFAULT_NAMESPACE, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("strategies", "locality_keys", mode="before")

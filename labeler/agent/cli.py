@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from labeler.agent import factory
+from labeler.agent.configmap import AllocationPublisher, DryRunConfigMapPublisher, KubeConfigMapPublisher
 from labeler.agent.health import AgentMetrics, HealthServer
 from labeler.agent.loop import Agent, LoopConfig
-from labeler.agent.publish import Backoff, DryRunPublisher, KubeNodePublisher, Publisher
+from labeler.agent.publish import Backoff, DryRunPublisher, KubeNodePublisher, Publisher, RetryPolicy
 from labeler.agent.settings import AgentSettings, load
 from labeler.topology.errors import ConfigError, PublishError
 
@@ -56,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--kubeconfig", metavar="FILE", help="kubeconfig (default: in-cluster service account)")
     a("--probe-interval", dest="probe_interval", type=float, metavar="S", help="hardware re-probe period (60)")
     a("--probe-backoff-max", dest="probe_backoff_max", type=float, metavar="S", help="max wait after failed probes")
-    a("--no-allocation", dest="allocation", action="store_false", help="do not publish the allocation annotation")
+    a("--no-allocation", dest="allocation", action="store_false", help="do not publish the GPU allocation")
+    a("--allocation-carrier", dest="allocation_carrier", choices=["configmap", "annotation", "both"],
+      help="allocation carrier: per-node ConfigMap (default), Node annotation (stateless extender), or both")
+    a("--pod-namespace", dest="pod_namespace", metavar="NS",
+      help="namespace of the allocation ConfigMap (default: $POD_NAMESPACE, else gputopo-system)")
     a("--allocation-interval", dest="allocation_interval", type=float, metavar="S", help="pod-resources poll (5)")
     a("--allocation-min-interval", dest="allocation_min_interval", type=float, metavar="S",
       help="min time between allocation writes (10)")
@@ -70,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--health-port", dest="health_port", type=int, metavar="PORT", help="/healthz + /metrics port (8080, 0=off)")
     a("--log-level", dest="log_level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
     return p
+
+
+def _allocation_publisher(settings: AgentSettings) -> AllocationPublisher | None:
+    """The ConfigMap writer for carriers ``configmap``/``both`` (``None``: annotation only, or allocation off)."""
+    if not settings.allocation or settings.allocation_carrier == "annotation":
+        return None
+    if settings.dry_run:
+        return DryRunConfigMapPublisher(settings.node_name or "unknown-node", settings.pod_namespace)
+    retry = RetryPolicy(settings.publish_attempts, Backoff(settings.backoff_base, settings.backoff_max))
+    return KubeConfigMapPublisher(factory.core_api(settings), settings.node_name, settings.pod_namespace,
+                                  retry=retry, request_timeout_s=settings.request_timeout)
 
 
 def _publisher(settings: AgentSettings) -> Publisher:
@@ -105,6 +121,7 @@ def loop_config(settings: AgentSettings) -> LoopConfig:
         allocation_coalesce_s=settings.allocation_coalesce,
         resync_interval_s=settings.resync_interval,
         publish_retry_s=settings.publish_retry,
+        allocation_on_node=settings.allocation_carrier in ("annotation", "both"),
     )
 
 
@@ -120,11 +137,13 @@ def main(argv: Sequence[str]) -> int:
         prober = factory.build_prober(settings)
         alloc = factory.build_allocation_source(settings, prober)
         publisher = _publisher(settings)
+        alloc_publisher = _allocation_publisher(settings) if alloc is not None else None
     except ConfigError as err:
         print(f"gputopo agent: error: {err}", file=sys.stderr)
         return 2
     metrics = AgentMetrics()
-    agent = Agent(loop_config(settings), prober, publisher, alloc, metrics=metrics)
+    agent = Agent(loop_config(settings), prober, publisher, alloc, metrics=metrics,
+                  allocation_publisher=alloc_publisher)
     if settings.once:
         try:
             result = agent.run_once()
@@ -146,7 +165,8 @@ def main(argv: Sequence[str]) -> int:
         except OSError as err:
             print(f"gputopo agent: error: cannot serve health on port {settings.health_port}: {err}", file=sys.stderr)
             return 2
-    log.info("agent started for node %s (prefix %s)", settings.node_name, settings.prefix)
+    log.info("agent started for node %s (prefix %s, allocation carrier %s)", settings.node_name, settings.prefix,
+             settings.allocation_carrier if settings.allocation else "off")
     try:
         agent.run(stop)
     finally:

@@ -16,6 +16,11 @@ Three cadences:
 * resync every ``resync_interval_s``: one GET that re-plans, which repairs our
   keys if someone edited them, and costs no write when all is well.
 
+The allocation goes to the Node annotation (``LoopConfig.allocation_on_node``),
+to a separate carrier (``allocation_publisher``: the per-node ConfigMap), or both;
+the separate carrier is written first, and an allocation change alone does not
+read the Node when the allocation is not on it.
+
 Failure policy: a failed probe never wipes labels. The last good topology is
 kept with status ``degraded`` (or ``error`` when there is none, or no GPU at
 all) and a ``status-reason`` annotation.
@@ -23,18 +28,20 @@ all) and a ``status-reason`` annotation.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from labeler.agent.configmap import AllocationPublisher, merged_value
 from labeler.agent.health import AgentMetrics
 from labeler.agent.patch import Desired, NodeMeta
 from labeler.agent.publish import Publisher, PublishResult
 from labeler.agent.sources import AllocationSource, ProbeOutcome, Prober
 from labeler.topology import allocation, labels
-from labeler.topology.errors import CodecError, NoGpuError, ProbeError, PublishError
+from labeler.topology.errors import NoGpuError, ProbeError, PublishError
 from labeler.topology.model import Topology
 
 __all__ = ["NO_GPU_REASON", "STALL_AFTER_S", "Agent", "LoopConfig"]
@@ -59,6 +66,9 @@ class LoopConfig:
     resync_interval_s: float = 300.0
     publish_retry_s: float = 30.0
     heartbeat_s: float = 5.0
+    #: carry the allocation in the Node annotation ``{prefix}allocation`` (carriers ``annotation``/``both``);
+    #: when False the planner leaves it out, so a stale one we own is removed from the Node
+    allocation_on_node: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class Agent:
         allocation_source: AllocationSource | None = None,
         *,
         metrics: AgentMetrics | None = None,
+        allocation_publisher: AllocationPublisher | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -88,6 +99,8 @@ class Agent:
         self.prober = prober
         self.publisher = publisher
         self.allocation_source = allocation_source
+        #: the separate carrier (ConfigMap) for carriers ``configmap``/``both``; written before the Node
+        self.allocation_publisher = allocation_publisher
         self.metrics = metrics or AgentMetrics()
         self.clock = clock
         self.wall_clock = wall_clock
@@ -206,8 +219,10 @@ class Agent:
             if hw.reason is not None and status is not labels.Status.OK:
                 ann.update(labels.status_annotations(hw.reason, prefix=prefix))
             on_node = current.annotations.get(alloc_key)
-            if alloc is not None and hw.topology is not None:
-                ann[alloc_key] = _alloc_value(on_node, alloc)
+            if not self.config.allocation_on_node:
+                pass  # not desired: plan_patch removes a stale one we own
+            elif alloc is not None and hw.topology is not None:
+                ann[alloc_key] = merged_value(on_node, alloc)
             elif on_node is not None:
                 ann[alloc_key] = on_node
             return Desired(lab, ann)
@@ -225,14 +240,15 @@ class Agent:
             self._poll_allocation(now)
         hw_changed = self.hardware != self._published_hw
         alloc_due = self._alloc_due()
-        due = (
+        node_due = (
             hw_changed
             or now >= self.next_resync
-            or (alloc_due is not None and now >= alloc_due)
             or (self._retry_at is not None and now >= self._retry_at)
         )
+        due = node_due or (alloc_due is not None and now >= alloc_due)
         if due and (self._retry_at is None or now >= self._retry_at):
-            self._publish(now)
+            # An allocation change alone need not read the ~19 KB Node when the allocation is not on it.
+            self._publish(now, node=node_due or self.config.allocation_on_node or self.allocation_publisher is None)
         wake = [self.next_probe, self.next_resync]
         if self.allocation_source is not None and self.hardware.topology is not None:
             wake.append(self.next_alloc)
@@ -242,10 +258,32 @@ class Agent:
             wake.append(self._retry_at)
         return max(0.0, min(wake) - self.clock())
 
-    def _publish(self, now: float) -> PublishResult | None:
+    def _publish_all(self, hw: _Hardware, alloc: allocation.AllocationState | None, *,
+                     node: bool = True) -> PublishResult:
+        """The allocation carrier first (so switching carriers never leaves the extender with neither), then the Node.
+
+        ``node=False``: only the separate carrier (an allocation change with the allocation off the Node).
+        The returned outcome is ``patched`` when either write happened. Raises ``PublishError``.
+        """
+        carried = None
+        if self.allocation_publisher is not None and alloc is not None and hw.topology is not None:
+            carried = self.allocation_publisher.publish(alloc)
+            for reason in carried.retries:
+                self.metrics.retry(reason)
+        if not node:
+            outcome = "unchanged" if carried is None or carried.outcome == "unchanged" else "patched"
+            if carried is not None and carried.outcome == "dry-run":
+                outcome = "dry-run"
+            return PublishResult(outcome, None, NodeMeta())
+        result = self.publisher.publish(self._planner(hw, alloc))
+        if carried is not None and carried.outcome != "unchanged" and result.outcome == "unchanged":
+            result = dataclasses.replace(result, outcome="patched" if carried.outcome != "dry-run" else "dry-run")
+        return result
+
+    def _publish(self, now: float, *, node: bool = True) -> PublishResult | None:
         hw, alloc = self.hardware, self.alloc
         try:
-            result = self.publisher.publish(self._planner(hw, alloc))
+            result = self._publish_all(hw, alloc, node=node)
         except PublishError as err:
             self.metrics.publish("error")
             self._retry_at = now + self.config.publish_retry_s
@@ -255,18 +293,19 @@ class Agent:
             self.metrics.retry(reason)
         self.metrics.publish(result.outcome)
         self._retry_at = None
-        self._published_hw = hw
+        if node:
+            self._published_hw = hw
+            self.next_resync = now + self.config.resync_interval_s
         if alloc is not None and hw.topology is not None:
             if not alloc.same_allocation(self._published_alloc) and result.outcome != "unchanged":
                 self._alloc_published_at = now
             self._published_alloc = alloc
             if self.alloc is alloc:
                 self._alloc_changed_at = None
-        self.next_resync = now + self.config.resync_interval_s
         self.last_success_at = now
         self.metrics.set_last_success(self.wall_clock())
         self.last_result = result
-        if result.outcome != "unchanged":
+        if result.outcome != "unchanged" and node:
             log.info("published %s to the node", sorted({**result.patch.labels, **result.patch.annotations})
                      if result.patch else [])
         return result
@@ -276,7 +315,7 @@ class Agent:
         now = self.clock()
         self._probe(now)
         self._poll_allocation(now)
-        result = self.publisher.publish(self._planner(self.hardware, self.alloc))
+        result = self._publish_all(self.hardware, self.alloc)
         self.metrics.publish(result.outcome)
         self.last_result = result
         return result
@@ -303,13 +342,3 @@ class Agent:
             return False, f"last successful sync {age:.0f}s ago"
         return True, f"ok (status {self.hardware.status.value}, last sync {age:.0f}s ago)"
 
-
-def _alloc_value(on_node: str | None, state: allocation.AllocationState) -> str:
-    """Keep the node's value when it already says the same (its ``ts`` must not churn writes)."""
-    if on_node is not None:
-        try:
-            if allocation.decode(on_node).same_allocation(state):
-                return on_node
-        except CodecError:
-            pass
-    return allocation.encode(state)

@@ -14,7 +14,9 @@ connection errors, with exponential backoff and jitter; every retry starts from
 a fresh GET, so a write that succeeded but whose answer was lost is detected as
 "nothing to do". Anything else (403, 404, 422) is not going to get better by
 retrying and raises :class:`PublishError` at once. ``sleep`` and ``rand`` are
-injected so tests and the benchmark never wait in real time.
+injected so tests and the benchmark never wait in real time. The policy lives in
+:class:`RetryPolicy`, which the allocation ConfigMap writer
+(:mod:`labeler.agent.configmap`) uses too, so both carriers retry alike.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client as k8s
@@ -36,7 +38,15 @@ from kubernetes.client.exceptions import ApiException
 from labeler.agent.patch import MERGE_PATCH, Desired, NodeMeta, Patch, plan_patch
 from labeler.topology.errors import PublishError
 
-__all__ = ["Backoff", "DryRunPublisher", "KubeNodePublisher", "Planner", "PublishResult", "Publisher"]
+__all__ = [
+    "Backoff",
+    "DryRunPublisher",
+    "KubeNodePublisher",
+    "Planner",
+    "PublishResult",
+    "Publisher",
+    "RetryPolicy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -126,38 +136,71 @@ class KubeNodePublisher:
 
     def publish(self, planner: Planner) -> PublishResult:
         """Read, plan, PATCH once; retry retryable failures from a fresh read."""
+
+        def attempt() -> tuple[str, Patch | None, NodeMeta]:
+            current = self.read()
+            patch = plan_patch(current, planner(current), self.prefix)
+            if patch is None:
+                return "unchanged", None, current
+            node = self.api.patch_node(
+                self.node_name,
+                patch.body(),
+                _content_type=MERGE_PATCH,
+                _request_timeout=self.request_timeout_s,
+            )
+            return "patched", patch, _node_meta(node)
+
+        (outcome, patch, meta), attempts, retries = self.retry_policy().run(f"node {self.node_name}", attempt)
+        return PublishResult(outcome, patch, meta, attempts, retries)
+
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy of this publisher, shared with the allocation ConfigMap writer."""
+        return RetryPolicy(self.attempts, self.backoff, self.sleep, self.rand, self.wall_clock)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How every write of the agent is retried (Node PATCH and allocation ConfigMap alike).
+
+    One implementation, so both carriers obey the same rules: 409 (the caller's
+    ``attempt`` re-reads and re-plans), 429 (``Retry-After``), 5xx and connection
+    errors with exponential backoff and jitter; anything else raises
+    :class:`PublishError` at once; after ``attempts`` tries, :class:`PublishError`.
+    """
+
+    attempts: int = 5
+    backoff: Backoff = field(default_factory=Backoff)
+    sleep: Callable[[float], None] = time.sleep
+    rand: Callable[[], float] = random.random
+    wall_clock: Callable[[], float] = time.time
+
+    def run(self, what: str, attempt: Callable[[], T]) -> tuple[T, int, tuple[str, ...]]:
+        """``(attempt()'s value, attempts made, retry reasons)``; every try calls ``attempt`` afresh."""
         retries: list[str] = []
         last_error = "no attempt made"
-        for attempt in range(1, self.attempts + 1):
+        for n in range(1, self.attempts + 1):
             try:
-                current = self.read()
-                patch = plan_patch(current, planner(current), self.prefix)
-                if patch is None:
-                    return PublishResult("unchanged", None, current, attempt, tuple(retries))
-                node = self.api.patch_node(
-                    self.node_name,
-                    patch.body(),
-                    _content_type=MERGE_PATCH,
-                    _request_timeout=self.request_timeout_s,
-                )
-                return PublishResult("patched", patch, _node_meta(node), attempt, tuple(retries))
+                return attempt(), n, tuple(retries)
             except ApiException as err:
                 status = int(err.status or 0)
-                reason, delay = self._classify(status, err, attempt)
+                reason, delay = self.classify(status, err, n)
                 last_error = f"HTTP {status} {err.reason or ''}".strip()
                 if reason is None:
-                    raise PublishError(f"node {self.node_name}: {last_error}: not retryable") from err
+                    raise PublishError(f"{what}: {last_error}: not retryable") from err
             except (urllib3.exceptions.HTTPError, OSError) as err:
-                reason, delay = "connection", self.backoff.delay(attempt, self.rand)
+                reason, delay = "connection", self.backoff.delay(n, self.rand)
                 last_error = f"connection error: {err}"
-            if attempt == self.attempts:
+            if n == self.attempts:
                 break
             retries.append(reason)
-            log.warning("publish to node %s failed (%s); retry %d in %.2fs", self.node_name, last_error, attempt, delay)
+            log.warning("publish to %s failed (%s); retry %d in %.2fs", what, last_error, n, delay)
             self.sleep(delay)
-        raise PublishError(f"node {self.node_name}: gave up after {self.attempts} attempts: {last_error}")
+        raise PublishError(f"{what}: gave up after {self.attempts} attempts: {last_error}")
 
-    def _classify(self, status: int, err: ApiException, attempt: int) -> tuple[str | None, float]:
+    def classify(self, status: int, err: ApiException, attempt: int) -> tuple[str | None, float]:
         """Retry reason and delay for an HTTP error; reason ``None`` = do not retry."""
         backoff = self.backoff.delay(attempt, self.rand)
         if status == 409:

@@ -6,7 +6,12 @@ one definition of type, default and bounds. A bad value stops the agent before
 it touches the API, with a one-line message (see :func:`load`).
 
 The node name comes from the downward API as ``NODE_NAME`` (``GPUTOPO_NODE_NAME``
-also works).
+also works), the namespace of the allocation ConfigMap as ``POD_NAMESPACE``.
+
+``allocation_carrier`` (default ``configmap``): where the free/used GPU state
+goes. ``configmap`` costs the cluster ~1 % of the watch traffic of the Node
+annotation (``docs/agent.md``) but only the extender's cached mode reads it;
+a stateless extender needs ``annotation`` or ``both``.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from labeler.topology import labels
+from labeler.topology import carrier, labels
 from labeler.topology.errors import ConfigError
 
 __all__ = ["AgentSettings", "load"]
@@ -41,7 +46,16 @@ class AgentSettings(BaseSettings):
     prefix: str = Field(default=labels.DEFAULT_PREFIX, description="label/annotation key prefix we own")
     probe_interval: float = Field(default=60.0, ge=1, description="hardware re-probe period")
     probe_backoff_max: float = Field(default=600.0, ge=1, description="longest wait between failed probes")
-    allocation: bool = Field(default=True, description="publish the {prefix}allocation annotation")
+    allocation: bool = Field(default=True, description="publish the GPU allocation (free/used GPUs)")
+    allocation_carrier: Literal["configmap", "annotation", "both"] = Field(
+        default="configmap",
+        description="where the allocation goes: a per-node ConfigMap, the {prefix}allocation Node annotation, or both",
+    )
+    pod_namespace: str = Field(
+        default=carrier.DEFAULT_NAMESPACE,
+        validation_alias=AliasChoices("pod_namespace", "GPUTOPO_POD_NAMESPACE", "POD_NAMESPACE"),
+        description="namespace of the allocation ConfigMap (downward API: metadata.namespace)",
+    )
     allocation_interval: float = Field(default=5.0, ge=0.5, description="pod-resources poll period")
     allocation_min_interval: float = Field(default=10.0, ge=0, description="minimum time between allocation writes")
     allocation_coalesce: float = Field(default=1.0, ge=0, description="quiet time that folds a burst into one write")
@@ -85,6 +99,14 @@ class AgentSettings(BaseSettings):
         v = v.strip()
         if v and (len(v) > 253 or not _DNS_SUBDOMAIN.fullmatch(v)):
             raise ValueError("not a valid node name (a DNS subdomain)")
+        return v
+
+    @field_validator("pod_namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        v = v.strip()
+        if not v or len(v) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", v):
+            raise ValueError("not a valid namespace name (a DNS label)")
         return v
 
     @model_validator(mode="after")

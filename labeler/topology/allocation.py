@@ -2,10 +2,13 @@
 
 Why a separate codec: the labeler agent reads allocations from the kubelet
 pod-resources API and publishes them; the extender only reads them. Both must
-agree on one small, versioned value. It is written as the node annotation
-``{prefix}allocation`` (see ``docs/agent.md`` for why that carrier), so even the
-stateless extender mode, which sees nothing but the Node objects in the
-request, knows which islands are free.
+agree on one small, versioned value. By default the agent writes it as
+``data.allocation`` of a per-node ConfigMap ``gputopo-alloc-<node>`` (see
+:mod:`labeler.topology.carrier`), which only the cached extender watches and which
+costs the cluster ~1 % of the watch traffic of a Node update (``docs/agent.md``).
+With ``--allocation-carrier=annotation`` or ``both`` the same string is also the
+Node annotation ``{prefix}allocation``, which the stateless extender mode, seeing
+only the Node objects in the request, needs and the cached mode falls back to.
 
 The value is compact JSON: ``{"v":1,"free":"0-3,6","used":{"4":"ns/pod"},"ts":1700000000}``.
 ``ts`` (unix seconds) is when the agent observed the state, so the extender can

@@ -41,7 +41,7 @@ def render_svg(topo: Topology, *, title: str = "") -> str:
     """The matrix as an SVG document (GPUs then NICs), with NUMA-level islands outlined."""
     names = [f"GPU{g.index}" for g in topo.gpus] + [n.name for n in topo.nics]
     n = len(names)
-    left, top = 90, 70
+    left, top = 90, 100
     width = left + n * _CELL + 190
     height = max(top + n * _CELL + 30, top + 8 * 24 + 30)
     out = [
@@ -55,7 +55,9 @@ def render_svg(topo: Topology, *, title: str = "") -> str:
         y = top + i * _CELL + _CELL / 2 + 4
         out.append(f'<text x="{left - 6}" y="{y}" text-anchor="end">{escape(name)}</text>')
         x = left + i * _CELL + _CELL / 2
-        out.append(f'<text x="{x}" y="{top - 6}" text-anchor="middle">{escape(name[:6])}</text>')
+        out.append(
+            f'<text x="{x}" y="{top - 6}" transform="rotate(-45 {x} {top - 6})">{escape(name[:14])}</text>'
+        )
     for i in range(n):
         for j in range(n):
             link = topo.links[i][j]

@@ -16,7 +16,12 @@ building, headers, JSON (de)serialisation, error mapping to ``ApiException``):
 * failure injection: the next N matching requests get 409/429/500/... (with an
   optional ``Retry-After``), and a hook can modify a node right after a GET to
   provoke a genuine conflict;
-* every request is recorded (method, path, content type, body, status, bytes).
+* every request is recorded (method, path, content type, body, status, bytes);
+* namespaced ConfigMaps (the allocation carrier): ``GET``/``PATCH``
+  ``/api/v1/namespaces/{ns}/configmaps/{name}`` (same merge patch, resourceVersion
+  precondition and validation as Nodes) and ``POST .../configmaps`` (409
+  ``AlreadyExists`` on a duplicate name, 422 on an invalid name or a namespace
+  mismatch); failure injection can be limited to a path prefix.
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ class _Failure:
     remaining: int
     retry_after: str | None
     methods: frozenset[str]
+    path_prefix: str = ""
 
 
 @dataclass
@@ -111,8 +117,11 @@ class FakeKubeApi:
     """Threaded HTTP server holding Node objects. Use as a context manager."""
 
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (namespace, name) → object
     requests: list[Recorded] = field(default_factory=list)
     after_get: Callable[[str], None] | None = None
+    #: called with (namespace, name) right after a ConfigMap GET was answered 200
+    after_configmap_get: Callable[[str, str], None] | None = None
     _rv: int = 1000
     _failures: list[_Failure] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -144,14 +153,40 @@ class FakeKubeApi:
             self.nodes[name]["metadata"]["resourceVersion"] = str(self._rv)
 
     def fail_next(self, status: int, times: int = 1, *, retry_after: str | None = None,
-                  methods: tuple[str, ...] = ("GET", "PATCH")) -> None:
-        """The next ``times`` requests with one of ``methods`` get ``status``."""
+                  methods: tuple[str, ...] = ("GET", "PATCH"), path_prefix: str = "") -> None:
+        """The next ``times`` requests with one of ``methods`` (and a path starting ``path_prefix``) get ``status``."""
         with self._lock:
-            self._failures.append(_Failure(status, times, retry_after, frozenset(methods)))
+            self._failures.append(_Failure(status, times, retry_after, frozenset(methods), path_prefix))
 
-    def writes(self) -> list[Recorded]:
-        """Accepted writes (PATCH answered 2xx)."""
-        return [r for r in self.requests if r.method == "PATCH" and 200 <= r.status < 300]
+    def writes(self, resource: str | None = None) -> list[Recorded]:
+        """Accepted writes (PATCH or POST answered 2xx), optionally only of ``nodes`` or ``configmaps``."""
+        out = [r for r in self.requests if r.method in ("PATCH", "POST") and 200 <= r.status < 300]
+        if resource == "nodes":
+            out = [r for r in out if r.path.startswith("/api/v1/nodes")]
+        elif resource == "configmaps":
+            out = [r for r in out if "/configmaps" in r.path]
+        return out
+
+    def configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            cm = self.configmaps.get((namespace, name))
+            return copy.deepcopy(cm) if cm is not None else None
+
+    def put_configmap(self, cm: dict[str, Any]) -> None:
+        """Another writer creates or replaces a ConfigMap (bumps resourceVersion)."""
+        with self._lock:
+            cm = copy.deepcopy(cm)
+            self._rv += 1
+            meta = cm.setdefault("metadata", {})
+            meta["resourceVersion"] = str(self._rv)
+            meta.setdefault("uid", f"uid-cm-{self._rv}")
+            self.configmaps[(meta["namespace"], meta["name"])] = cm
+
+    def modify_configmap(self, namespace: str, name: str, fn: Callable[[dict[str, Any]], None]) -> None:
+        with self._lock:
+            fn(self.configmaps[(namespace, name)])
+            self._rv += 1
+            self.configmaps[(namespace, name)]["metadata"]["resourceVersion"] = str(self._rv)
 
     def reset_log(self) -> None:
         with self._lock:
@@ -181,6 +216,9 @@ class FakeKubeApi:
 
             def do_PUT(self) -> None:
                 api._dispatch(self, "PUT")
+
+            def do_POST(self) -> None:
+                api._dispatch(self, "POST")
 
             def log_message(self, format: str, *args: object) -> None:
                 return
@@ -214,20 +252,26 @@ class FakeKubeApi:
         h.wfile.write(raw)
         if method == "GET" and status == 200 and self.after_get is not None and path.startswith("/api/v1/nodes/"):
             self.after_get(path.rsplit("/", 1)[1])
+        cm = re.fullmatch(r"/api/v1/namespaces/([^/]+)/configmaps/([^/]+)", path)
+        if method == "GET" and status == 200 and cm is not None and self.after_configmap_get is not None:
+            self.after_configmap_get(cm.group(1), cm.group(2))
 
-    def _injected(self, method: str) -> _Failure | None:
+    def _injected(self, method: str, path: str) -> _Failure | None:
         for f in self._failures:
-            if method in f.methods and f.remaining > 0:
+            if method in f.methods and f.remaining > 0 and path.startswith(f.path_prefix):
                 f.remaining -= 1
                 return f
         return None
 
     def _handle(self, method: str, path: str, ctype: str | None, body: bytes) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
-            fail = self._injected(method)
+            fail = self._injected(method, path)
             if fail is not None:
                 headers = {"Retry-After": fail.retry_after} if fail.retry_after is not None else {}
                 return fail.status, _status(fail.status, "injected failure"), headers
+            cm = re.fullmatch(r"/api/v1/namespaces/([^/]+)/configmaps(?:/([^/]+))?", path)
+            if cm is not None:
+                return self._configmap(method, cm.group(1), cm.group(2), ctype, body)
             m = re.fullmatch(r"/api/v1/nodes(?:/([^/]+))?", path)
             if m is None:
                 return 404, _status(404, f"the server could not find the requested resource ({path})"), {}
@@ -265,6 +309,60 @@ class FakeKubeApi:
             merged["metadata"]["name"] = name
             self.nodes[name] = merged
             return 200, copy.deepcopy(merged), {}
+
+
+    def _configmap(self, method: str, ns: str, name: str | None, ctype: str | None,
+                   body: bytes) -> tuple[int, Any, dict[str, str]]:
+        """ConfigMaps: GET one, POST (create), PATCH (merge, resourceVersion precondition)."""
+        if name is None:
+            if method != "POST":
+                return 405, _status(405, "method not allowed"), {}
+            try:
+                obj = json.loads(body)
+            except json.JSONDecodeError as err:
+                return 400, _status(400, f"invalid JSON: {err}"), {}
+            meta = obj.setdefault("metadata", {})
+            new_name = str(meta.get("name") or "")
+            if meta.setdefault("namespace", ns) != ns:
+                return 422, _status(422, "the namespace of the object does not match the request", "Invalid"), {}
+            errs = _validate(obj)
+            if len(new_name) > 253 or not _DNS1123.fullmatch(new_name):
+                errs.append(f"metadata.name: Invalid value: {new_name!r}")
+            if errs:
+                return 422, _status(422, f'ConfigMap "{new_name}" is invalid: ' + ", ".join(errs), "Invalid"), {}
+            if (ns, new_name) in self.configmaps:
+                return 409, _status(409, f'configmaps "{new_name}" already exists', reason="AlreadyExists"), {}
+            self._rv += 1
+            meta.update(resourceVersion=str(self._rv), uid=f"uid-cm-{self._rv}",
+                        creationTimestamp="2026-11-23T12:00:00Z")
+            self.configmaps[(ns, new_name)] = obj
+            return 201, copy.deepcopy(obj), {}
+        current = self.configmaps.get((ns, name))
+        if current is None:
+            return 404, _status(404, f'configmaps "{name}" not found', reason="NotFound"), {}
+        if method == "GET":
+            return 200, copy.deepcopy(current), {}
+        if method != "PATCH":
+            return 405, _status(405, "method not allowed"), {}
+        if (ctype or "").split(";")[0].strip() != MERGE_PATCH:
+            return 415, _status(415, f"fake server implements only {MERGE_PATCH}, got {ctype}"), {}
+        try:
+            patch = json.loads(body)
+        except json.JSONDecodeError as err:
+            return 400, _status(400, f"invalid JSON: {err}"), {}
+        want_rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
+        if want_rv is not None and want_rv != current["metadata"]["resourceVersion"]:
+            return 409, _status(409, f'Operation cannot be fulfilled on configmaps "{name}": the object has been '
+                                     "modified; please apply your changes to the latest version and try again",
+                                reason="Conflict"), {}
+        merged = json_merge_patch(current, patch)
+        errs = _validate(merged)
+        if errs:
+            return 422, _status(422, f'ConfigMap "{name}" is invalid: ' + ", ".join(errs), reason="Invalid"), {}
+        self._rv += 1
+        merged["metadata"].update(resourceVersion=str(self._rv), name=name, namespace=ns)
+        self.configmaps[(ns, name)] = merged
+        return 200, copy.deepcopy(merged), {}
 
 
 def _status(code: int, message: str, reason: str = "") -> dict[str, Any]:

@@ -9,7 +9,9 @@ It speaks what the official ``kubernetes`` client expects on the wire:
   for every change after R; when R is older than the compaction point it sends
   the apiserver's ``ERROR`` event with a ``Status`` of code 410 ("too old resource
   version"), or, with ``gone_as_http=True``, answers HTTP 410 to the watch request;
-- the same for ``/api/v1/pods``.
+- the same for ``/api/v1/pods``, and for ``/api/v1/namespaces/{ns}/configmaps``
+  (only that namespace's objects), all honouring an equality ``labelSelector``
+  (``k=v,k2=v2``) on LIST and WATCH.
 
 ``kick()`` ends every open watch (as an apiserver restart or an idle timeout would).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,13 +28,31 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 KINDS = {"/api/v1/nodes": ("nodes", "NodeList"), "/api/v1/pods": ("pods", "PodList")}
+_CONFIGMAPS = re.compile(r"/api/v1/namespaces/([^/]+)/configmaps")
+
+
+def _matches(obj: dict[str, Any], namespace: str | None, selector: dict[str, str]) -> bool:
+    meta = obj.get("metadata") or {}
+    if namespace is not None and meta.get("namespace") != namespace:
+        return False
+    labels = meta.get("labels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _selector(text: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if part.strip():
+            k, _, v = part.partition("=")
+            out[k.strip()] = v.strip()
+    return out
 
 
 class FakeApiServer:
     def __init__(self) -> None:
         self.rv = 100
-        self.objects: dict[str, dict[str, dict[str, Any]]] = {"nodes": {}, "pods": {}}
-        self.events: dict[str, list[tuple[int, str, dict[str, Any]]]] = {"nodes": [], "pods": []}
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {"nodes": {}, "pods": {}, "configmaps": {}}
+        self.events: dict[str, list[tuple[int, str, dict[str, Any]]]] = {"nodes": [], "pods": [], "configmaps": []}
         self.compacted = 0
         self.generation = 0  # bumped by kick()
         self.gone_as_http = False
@@ -119,20 +140,27 @@ class FakeApiServer:
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 q = {k: v[-1] for k, v in parse_qs(url.query).items()}
-                if url.path not in KINDS:
+                ns: str | None = None
+                if (m := _CONFIGMAPS.fullmatch(url.path)) is not None:
+                    kind, list_kind, ns = "configmaps", "ConfigMapList", m.group(1)
+                elif url.path in KINDS:
+                    kind, list_kind = KINDS[url.path]
+                else:
                     self._json(404, {"kind": "Status", "code": 404})
                     return
-                kind, list_kind = KINDS[url.path]
+                sel = _selector(q.get("labelSelector"))
                 watch = q.get("watch") in ("true", "1", "True")
                 api.requests.append(f"{'watch' if watch else 'list'} {kind} {url.query}")
                 if watch:
-                    self._watch(kind, int(q.get("resourceVersion") or 0), float(q.get("timeoutSeconds") or 30))
+                    self._watch(kind, int(q.get("resourceVersion") or 0), float(q.get("timeoutSeconds") or 30),
+                                ns, sel)
                 else:
-                    self._list(kind, list_kind, int(q.get("limit") or 0), q.get("continue"))
+                    self._list(kind, list_kind, int(q.get("limit") or 0), q.get("continue"), ns, sel)
 
-            def _list(self, kind: str, list_kind: str, limit: int, cont: str | None) -> None:
+            def _list(self, kind: str, list_kind: str, limit: int, cont: str | None, ns: str | None,
+                      sel: dict[str, str]) -> None:
                 with api.cond:
-                    keys = sorted(api.objects[kind])
+                    keys = sorted(k for k, o in api.objects[kind].items() if _matches(o, ns, sel))
                     start = int(cont) if cont else 0
                     end = len(keys) if limit <= 0 else min(len(keys), start + limit)
                     items = [api.objects[kind][k] for k in keys[start:end]]
@@ -145,7 +173,7 @@ class FakeApiServer:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-            def _watch(self, kind: str, since: int, timeout: float) -> None:
+            def _watch(self, kind: str, since: int, timeout: float, ns: str | None, sel: dict[str, str]) -> None:
                 with api.cond:
                     gone = since < api.compacted
                     gen = api.generation
@@ -169,6 +197,8 @@ class FakeApiServer:
                         while True:
                             with api.cond:
                                 pending = [e for e in api.events[kind] if e[0] > sent]
+                                sent = max([sent, *(e[0] for e in pending)])
+                                pending = [e for e in pending if _matches(e[2], ns, sel)]
                                 if not pending:
                                     left = deadline - time.monotonic()
                                     if left <= 0 or api.generation != gen:

@@ -71,6 +71,13 @@ def test_extender_rbac_is_read_only_nodes_and_pods() -> None:
     sa = one("extender", "ServiceAccount")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                     "namespace": sa["metadata"]["namespace"]}]
+    # allocation ConfigMaps: read-only, only in the namespace the extender watches by default
+    role = one("extender", "Role")
+    assert role["metadata"]["namespace"] == load().allocation_namespace
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]
+    rb = one("extender", "RoleBinding")
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert rb["subjects"] == binding["subjects"]
 
 
 def test_scheduler_rbac_and_config_mount() -> None:

@@ -287,6 +287,17 @@ def test_rbac_is_least_privilege() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
                                     "namespace": sa["metadata"]["namespace"]}]
     assert _labeler()["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    # the allocation ConfigMap: a namespaced Role, only in the agent's own namespace, no list/watch/delete
+    (ns_role,) = _load(ROOT / "labeler" / "role.yaml")
+    assert ns_role["kind"] == "Role" and ns_role["metadata"]["namespace"] == sa["metadata"]["namespace"]
+    assert ns_role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}]
+    (ns_binding,) = _load(ROOT / "labeler" / "rolebinding.yaml")
+    assert ns_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                     "name": ns_role["metadata"]["name"]}
+    assert ns_binding["subjects"] == binding["subjects"]
+    env = {e["name"]: e for e in _labeler()["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["GPUTOPO_ALLOCATION_CARRIER"]["value"] in ("configmap", "annotation", "both")
 
 
 def test_namespace_pod_security_labels() -> None:
