@@ -43,14 +43,12 @@ def api_client(settings: AgentSettings) -> k8s.ApiClient:
     cfg = k8s.Configuration()
     try:
         if settings.kubeconfig is not None:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(settings.kubeconfig), client_configuration=cfg
-            )
+            k8s_config.load_kube_config(config_file=str(settings.kubeconfig), client_configuration=cfg)
         else:
             try:
-                k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                k8s_config.load_incluster_config(client_configuration=cfg)
             except k8s_config.ConfigException:
-                k8s_config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                k8s_config.load_kube_config(client_configuration=cfg)
     except (k8s_config.ConfigException, OSError) as err:
         raise ConfigError(f"no Kubernetes API configuration: {err}") from err
     cfg.retries = urllib3.Retry(total=0, redirect=0, respect_retry_after_header=False)

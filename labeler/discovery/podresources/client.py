@@ -100,7 +100,9 @@ class DeviceMapper:
         ]
 
 
-def _devices(dev: Any, namespace: str = "", pod: str = "", container: str = "") -> AllocatedDevices:
+def _devices(
+    dev: api_pb2.ContainerDevices, namespace: str = "", pod: str = "", container: str = ""
+) -> AllocatedDevices:
     numa = tuple(int(n.ID) for n in dev.topology.nodes) if dev.HasField("topology") else ()
     return AllocatedDevices(namespace, pod, container, dev.resource_name, tuple(dev.device_ids), numa)
 
