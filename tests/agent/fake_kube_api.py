@@ -284,31 +284,11 @@ class FakeKubeApi:
                              "items": items}, {}
             if name not in self.nodes:
                 return 404, _status(404, f'nodes "{name}" not found', reason="NotFound"), {}
-            if method == "GET":
-                return 200, copy.deepcopy(self.nodes[name]), {}
-            if method != "PATCH":
-                return 405, _status(405, "method not allowed"), {}
-            if (ctype or "").split(";")[0].strip() != MERGE_PATCH:
-                return 415, _status(415, f"fake server implements only {MERGE_PATCH}, got {ctype}"), {}
-            try:
-                patch = json.loads(body)
-            except json.JSONDecodeError as err:
-                return 400, _status(400, f"invalid JSON: {err}"), {}
-            current = self.nodes[name]
-            want_rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
-            if want_rv is not None and want_rv != current["metadata"]["resourceVersion"]:
-                msg = (f'Operation cannot be fulfilled on nodes "{name}": the object has been modified; '
-                       "please apply your changes to the latest version and try again")
-                return 409, _status(409, msg, reason="Conflict"), {}
-            merged = json_merge_patch(current, patch)
-            errs = _validate(merged)
-            if errs:
-                return 422, _status(422, f'Node "{name}" is invalid: ' + ", ".join(errs), reason="Invalid"), {}
-            self._rv += 1
-            merged["metadata"]["resourceVersion"] = str(self._rv)
-            merged["metadata"]["name"] = name
-            self.nodes[name] = merged
-            return 200, copy.deepcopy(merged), {}
+            status, obj = self._get_or_merge_patch("nodes", "Node", name, self.nodes[name], method, ctype, body)
+            if status == 200 and method == "PATCH":
+                obj["metadata"]["name"] = name
+                self.nodes[name] = obj
+            return status, copy.deepcopy(obj), {}
 
 
     def _configmap(self, method: str, ns: str, name: str | None, ctype: str | None,
@@ -340,29 +320,41 @@ class FakeKubeApi:
         current = self.configmaps.get((ns, name))
         if current is None:
             return 404, _status(404, f'configmaps "{name}" not found', reason="NotFound"), {}
+        status, obj = self._get_or_merge_patch("configmaps", "ConfigMap", name, current, method, ctype, body)
+        if status == 200 and method == "PATCH":
+            obj["metadata"].update(name=name, namespace=ns)
+            self.configmaps[(ns, name)] = obj
+        return status, copy.deepcopy(obj), {}
+
+    def _get_or_merge_patch(self, resource: str, kind: str, name: str, current: dict[str, Any], method: str,
+                            ctype: str | None, body: bytes) -> tuple[int, Any]:
+        """GET, or a JSON merge PATCH with the API server's resourceVersion precondition and validation.
+
+        On a successful PATCH the returned object carries a new resourceVersion; the
+        caller stores it (and restores identity fields the patch may not change).
+        """
         if method == "GET":
-            return 200, copy.deepcopy(current), {}
+            return 200, current
         if method != "PATCH":
-            return 405, _status(405, "method not allowed"), {}
+            return 405, _status(405, "method not allowed")
         if (ctype or "").split(";")[0].strip() != MERGE_PATCH:
-            return 415, _status(415, f"fake server implements only {MERGE_PATCH}, got {ctype}"), {}
+            return 415, _status(415, f"fake server implements only {MERGE_PATCH}, got {ctype}")
         try:
             patch = json.loads(body)
         except json.JSONDecodeError as err:
-            return 400, _status(400, f"invalid JSON: {err}"), {}
+            return 400, _status(400, f"invalid JSON: {err}")
         want_rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
         if want_rv is not None and want_rv != current["metadata"]["resourceVersion"]:
-            return 409, _status(409, f'Operation cannot be fulfilled on configmaps "{name}": the object has been '
-                                     "modified; please apply your changes to the latest version and try again",
-                                reason="Conflict"), {}
+            msg = (f'Operation cannot be fulfilled on {resource} "{name}": the object has been modified; '
+                   "please apply your changes to the latest version and try again")
+            return 409, _status(409, msg, reason="Conflict")
         merged = json_merge_patch(current, patch)
         errs = _validate(merged)
         if errs:
-            return 422, _status(422, f'ConfigMap "{name}" is invalid: ' + ", ".join(errs), reason="Invalid"), {}
+            return 422, _status(422, f'{kind} "{name}" is invalid: ' + ", ".join(errs), reason="Invalid")
         self._rv += 1
-        merged["metadata"].update(resourceVersion=str(self._rv), name=name, namespace=ns)
-        self.configmaps[(ns, name)] = merged
-        return 200, copy.deepcopy(merged), {}
+        merged["metadata"]["resourceVersion"] = str(self._rv)
+        return 200, merged
 
 
 def _status(code: int, message: str, reason: str = "") -> dict[str, Any]:
