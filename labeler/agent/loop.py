@@ -218,13 +218,14 @@ class Agent:
                 lab.update(labels.status_labels(status, prefix=prefix))
             if hw.reason is not None and status is not labels.Status.OK:
                 ann.update(labels.status_annotations(hw.reason, prefix=prefix))
-            on_node = current.annotations.get(alloc_key)
-            if not self.config.allocation_on_node:
-                pass  # not desired: plan_patch removes a stale one we own
-            elif alloc is not None and hw.topology is not None:
-                ann[alloc_key] = merged_value(on_node, alloc)
-            elif on_node is not None:
-                ann[alloc_key] = on_node
+            # When the allocation is not carried on the Node it is simply not desired,
+            # so plan_patch removes a stale annotation we own.
+            if self.config.allocation_on_node:
+                on_node = current.annotations.get(alloc_key)
+                if alloc is not None and hw.topology is not None:
+                    ann[alloc_key] = merged_value(on_node, alloc)
+                elif on_node is not None:
+                    ann[alloc_key] = on_node
             return Desired(lab, ann)
 
         return plan
