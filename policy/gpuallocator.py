@@ -249,12 +249,8 @@ def _pair_score(p2p: P2PLinkType, nvlinks: int) -> int:
 
 
 def _bits(mask: int) -> list[int]:
-    out = []
-    while mask:
-        low = mask & -mask
-        out.append(low.bit_length() - 1)
-        mask ^= low
-    return out
+    """Positions of the set bits, lowest first."""
+    return [p for p in range(mask.bit_length()) if mask >> p & 1]
 
 
 def best_effort(
@@ -299,6 +295,7 @@ def best_effort(
     remaining = order
     while len(remaining) > size:
         first, rest = remaining[0], remaining[1:]
+        left = _mask_of(remaining)
         for combo in itertools.combinations(rest, size - 1):
             pads = combo.count(-1)
             if pads not in (0, padding):
@@ -311,8 +308,7 @@ def best_effort(
             still = _still_pending(s, with_pad, req, pending)
             if still is None:
                 continue
-            mask = _mask_of(remaining) & ~s
-            tail = links._best(size, req, mask, pad and not with_pad, still)
+            tail = links._best(size, req, left & ~s, pad and not with_pad, still)
             if tail is not None and links._mask_score(s) + tail == target:
                 partition.append((first, *combo))
                 target, pending, pad = tail, still, pad and not with_pad
@@ -377,8 +373,23 @@ def links_for(
     - An unknown cell (``None``) becomes no PCIe link type (0 points). Real NVML always
       answers for this.
     """
-    frozen = None if pcie is None else frozenset((tuple(sorted(k)), v) for k, v in pcie.items())
+    if pcie is None:
+        # Hashing a Topology walks its whole matrix; per-pod callers pass the same object
+        # again and again, so look it up by identity first (the entry keeps it alive).
+        hit = _by_identity.get((id(topo), nvswitch))
+        if hit is not None and hit[0] is topo:
+            return hit[1]
+        links = _links_cached(topo, None, nvswitch)
+        if len(_by_identity) >= _IDENTITY_CACHE_SIZE:
+            _by_identity.clear()
+        _by_identity[(id(topo), nvswitch)] = (topo, links)
+        return links
+    frozen = frozenset((tuple(sorted(k)), v) for k, v in pcie.items())
     return _links_cached(topo, frozen, nvswitch)
+
+
+_IDENTITY_CACHE_SIZE = 4096
+_by_identity: dict[tuple[int, bool | None], tuple[Topology, DeviceLinks]] = {}
 
 
 @functools.lru_cache(maxsize=1024)

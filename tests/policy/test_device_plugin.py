@@ -380,6 +380,7 @@ def test_pcie_override_and_inference() -> None:
     given = links_for(topo, pcie={(1, 0): LinkLevel.PIX})
     assert given.p2p[0][1] is P2PLinkType.SINGLE_SWITCH
     assert links_for(topo) is inferred  # cached: the memo is shared
+    assert links_for(dgx1_v100()) is inferred  # an equal topology, another object
     with pytest.raises(ValueError):
         links_for(topo, pcie={(0, 1): LinkLevel.NVLINK})
 
