@@ -18,7 +18,9 @@ the Node; the Node's uid is read only when the owner reference is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +32,6 @@ from kubernetes.client.exceptions import ApiException
 from labeler.agent.patch import MERGE_PATCH
 from labeler.agent.publish import RetryPolicy
 from labeler.topology import allocation, carrier
-from labeler.topology.errors import CodecError
 
 __all__ = [
     "AllocationPublisher",
@@ -61,17 +62,38 @@ class AllocationPublisher(Protocol):
 def merged_value(current: str | None, state: allocation.AllocationState) -> str:
     """Keep ``current`` when it already says the same (its ``ts`` must not churn writes).
 
+    Why a string comparison and not a decode: the value is ours and is about to be
+    replaced when it differs, so there is nothing to learn from decoding it, and a
+    damaged one (``0-4000000000``, deep nesting, ``1e400``) must cost no more than
+    reading it. ``current`` is kept only when it is exactly the canonical encoding of
+    ``state`` with some ``ts`` of at most 19 digits; anything else (damaged, or an older
+    spelling of the same state) is replaced by ``allocation.encode(state)`` in one write.
+
     >>> s = allocation.AllocationState(frozenset({0}), {}, 5)
     >>> merged_value('{"free":"0","ts":1,"used":{},"v":1}', s), merged_value(None, s)
     ('{"free":"0","ts":1,"used":{},"v":1}', '{"free":"0","ts":5,"used":{},"v":1}')
+    >>> merged_value('{"free":"0-4000000000","ts":1,"used":{},"v":1}', s)
+    '{"free":"0","ts":5,"used":{},"v":1}'
     """
-    if current is not None:
-        try:
-            if allocation.decode(current).same_allocation(state):
-                return current
-        except CodecError:
-            pass
+    if current is not None and _same_canonical(current, state):
+        return current
     return allocation.encode(state)
+
+
+_TS = re.compile(r"[0-9]{1,19}")
+
+
+def _same_canonical(current: str, state: allocation.AllocationState) -> bool:
+    """Is ``current`` the canonical encoding of ``state``'s free/used sets, whatever its ``ts``?
+
+    The canonical form sorts keys, so ``ts`` sits between ``free`` (a cpulist: no quotes)
+    and ``used``: split our own encoding there and compare both sides as strings.
+    """
+    ours = allocation.encode(dataclasses.replace(state, observed_at=0))
+    head, sep, tail = ours.partition('"ts":0')
+    if not sep or len(current) > len(ours) + 19 or not (current.startswith(head) and current.endswith(tail)):
+        return False
+    return _TS.fullmatch(current[len(head) + 5: len(current) - len(tail)]) is not None
 
 
 def desired_metadata(node: str) -> tuple[dict[str, str], dict[str, str]]:

@@ -64,6 +64,17 @@ class AgentMetrics:
         self.allocation_errors = Counter(
             "gputopo_agent_allocation_poll_errors", "Failed polls of the kubelet pod-resources API", registry=r
         )
+        self.publish_errors = Counter(
+            "gputopo_agent_publish_errors", "Failed writes by target (node, configmap); each target fails apart",
+            ["target"], registry=r,
+        )
+        self.publish_failing = Gauge(
+            "gputopo_agent_publish_failing", "1 while the last write to this target (node, configmap) failed",
+            ["target"], registry=r,
+        )
+        for target in ("node", "configmap"):  # present from the start, so alerts see 0 rather than nothing
+            self.publish_errors.labels(target=target)
+            self.publish_failing.labels(target=target).set(0)
 
     def observe_probe(self, seconds: float, outcome: str) -> None:
         self.probe_duration.labels(outcome=outcome).observe(seconds)
@@ -95,6 +106,12 @@ class AgentMetrics:
 
     def allocation_error(self) -> None:
         self.allocation_errors.inc()
+
+    def publish_error(self, target: str) -> None:
+        self.publish_errors.labels(target=target).inc()
+
+    def set_failing(self, target: str, failing: bool) -> None:
+        self.publish_failing.labels(target=target).set(1 if failing else 0)
 
 
 class HealthServer:

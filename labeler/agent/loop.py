@@ -24,6 +24,16 @@ read the Node when the allocation is not on it.
 Failure policy: a failed probe never wipes labels. The last good topology is
 kept with status ``degraded`` (or ``error`` when there is none, or no GPU at
 all) and a ``status-reason`` annotation.
+
+The two write targets fail apart. The allocation ConfigMap and the Node are
+written independently, each with its own retry timer (``publish_retry_s``), so
+a 403 on ConfigMaps never holds back the Node labels and a refused Node PATCH
+never holds back allocation changes. A failing ConfigMap shows on the Node as
+status ``degraded`` with ``allocation not published: ...`` in the reason; a
+failing Node shows in ``/healthz``'s reason; both in
+``gputopo_agent_publish_errors_total{target}`` and
+``gputopo_agent_publish_failing{target}``. Values of ours that are damaged are
+never decoded to be compared, only replaced (see ``configmap.merged_value``).
 """
 
 from __future__ import annotations
@@ -35,22 +45,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from labeler.agent.configmap import AllocationPublisher, merged_value
+from labeler.agent.configmap import AllocationPublisher, CarrierResult, merged_value
 from labeler.agent.health import AgentMetrics
 from labeler.agent.patch import Desired, NodeMeta
 from labeler.agent.publish import Publisher, PublishResult
 from labeler.agent.sources import AllocationSource, ProbeOutcome, Prober
 from labeler.topology import allocation, labels
-from labeler.topology.errors import NoGpuError, ProbeError, PublishError
+from labeler.topology.errors import CodecError, NoGpuError, ProbeError, PublishError
 from labeler.topology.model import Topology
 
-__all__ = ["NO_GPU_REASON", "STALL_AFTER_S", "Agent", "LoopConfig"]
+__all__ = ["NO_GPU_REASON", "STALL_AFTER_S", "TARGET_CONFIGMAP", "TARGET_NODE", "Agent", "LoopConfig"]
 
 log = logging.getLogger(__name__)
 
 NO_GPU_REASON = "no NVIDIA GPU found"
 #: /healthz reports a stalled loop when no step began for this long.
 STALL_AFTER_S = 300.0
+#: the two write targets, as named in metrics and reasons
+TARGET_NODE = "node"
+TARGET_CONFIGMAP = "configmap"
+_ERROR_CHARS = 300  # a failure's text in status-reason (the whole reason is cut at 1024 by the codec)
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,21 @@ class _Hardware:
     topology: Topology | None
     status: labels.Status
     reason: str | None
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What one publish pass did: the combined result, and per target whether it was attempted and succeeded."""
+
+    result: PublishResult
+    node: bool
+    node_ok: bool
+    carrier: bool
+    carrier_ok: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.node_ok and self.carrier_ok
 
 
 class Agent:
@@ -115,7 +144,13 @@ class Agent:
         self.next_probe = now
         self.next_alloc = now
         self.next_resync = now
-        self._retry_at: float | None = None
+        #: per target: the last failure (None: the last write succeeded) and when to try again
+        self._node_error: str | None = None
+        self._alloc_error: str | None = None
+        self._node_retry_at: float | None = None
+        self._alloc_retry_at: float | None = None
+        #: the allocation failure the Node currently shows in its status (re-written when it changes)
+        self._shown_alloc_error: str | None = None
         self.started_at = now
         self.last_step_at = now
         self.last_success_at: float | None = None
@@ -192,45 +227,64 @@ class Agent:
         )
 
     # -- planning -----------------------------------------------------------------
-    def _planner(self, hw: _Hardware, alloc: allocation.AllocationState | None) -> Callable[[NodeMeta], Desired]:
+    def _planner(self, hw: _Hardware, alloc: allocation.AllocationState | None,
+                 alloc_error: str | None = None) -> Callable[[NodeMeta], Desired]:
         prefix = self.config.prefix
         status_label_keys = set(labels.status_labels(labels.Status.OK, prefix=prefix))
         reason_keys = set(labels.status_annotations("", prefix=prefix))
         alloc_key = prefix + allocation.ANNOTATION_SUFFIX
 
         def plan(current: NodeMeta) -> Desired:
+            reasons = [hw.reason] if hw.reason is not None else []
             if hw.topology is not None:
                 status = hw.status
                 lab = labels.encode(hw.topology, prefix=prefix, status=status)
                 ann = labels.encode_annotations(hw.topology, prefix=prefix)
             else:
-                # Never probed successfully in this process: keep what a previous run published.
+                # Never probed successfully in this process: keep what a previous run published,
+                # unless it is damaged, in which case nothing of it is true and it goes.
                 lab = {k: v for k, v in current.labels.items() if labels.owns(k, prefix=prefix)}
                 ann = {
                     k: v
                     for k, v in current.annotations.items()
                     if labels.owns(k, prefix=prefix) and k not in reason_keys and k != alloc_key
                 }
-                described = labels.decode_labels(dict(current.labels), prefix=prefix) is not None
+                try:
+                    described = labels.decode_labels(dict(current.labels), prefix=prefix) is not None
+                except CodecError as err:
+                    described = False
+                    lab, ann = {}, {}
+                    reasons.append(f"damaged gputopo labels removed ({err})")
                 status = hw.status if described else labels.Status.ERROR
                 for k in status_label_keys:
                     lab.pop(k, None)
                 lab.update(labels.status_labels(status, prefix=prefix))
-            if hw.reason is not None and status is not labels.Status.OK:
-                ann.update(labels.status_annotations(hw.reason, prefix=prefix))
+            if alloc_error is not None and hw.topology is not None:
+                if status is labels.Status.OK:
+                    status = labels.Status.DEGRADED
+                    lab.update(labels.status_labels(status, prefix=prefix))
+                reasons.append(f"allocation not published: {alloc_error[:_ERROR_CHARS]}")
+            if reasons and status is not labels.Status.OK:
+                ann.update(labels.status_annotations("; ".join(reasons), prefix=prefix))
             # When the allocation is not carried on the Node it is simply not desired,
-            # so plan_patch removes a stale annotation we own.
+            # so plan_patch removes a stale annotation we own -- unless the separate
+            # carrier is failing, when the old annotation is all the extender has.
+            on_node = current.annotations.get(alloc_key)
             if self.config.allocation_on_node:
-                on_node = current.annotations.get(alloc_key)
                 if alloc is not None and hw.topology is not None:
                     ann[alloc_key] = merged_value(on_node, alloc)
                 elif on_node is not None:
                     ann[alloc_key] = on_node
+            elif alloc_error is not None and on_node is not None and hw.topology is not None:
+                ann[alloc_key] = on_node
             return Desired(lab, ann)
 
         return plan
 
     # -- the loop -----------------------------------------------------------------
+    def _alloc_via_node(self) -> bool:
+        return self.config.allocation_on_node or self.allocation_publisher is None
+
     def step(self) -> float:
         """Do whatever is due now; return seconds until something is due again."""
         now = self.clock()
@@ -239,87 +293,148 @@ class Agent:
             self._probe(now)
         if now >= self.next_alloc:
             self._poll_allocation(now)
-        hw_changed = self.hardware != self._published_hw
-        alloc_due = self._alloc_due()
-        node_due = (
-            hw_changed
+        alloc_due_at = self._alloc_due()
+        alloc_due = alloc_due_at is not None and now >= alloc_due_at
+        node_wanted = (
+            self.hardware != self._published_hw
             or now >= self.next_resync
-            or (self._retry_at is not None and now >= self._retry_at)
+            or self._node_error is not None
+            or (alloc_due and self._alloc_via_node())
         )
-        due = node_due or (alloc_due is not None and now >= alloc_due)
-        if due and (self._retry_at is None or now >= self._retry_at):
+        node_due = node_wanted and (self._node_retry_at is None or now >= self._node_retry_at)
+        carrier_open = self._alloc_retry_at is None or now >= self._alloc_retry_at
+        carrier_due = alloc_due and self.allocation_publisher is not None and carrier_open
+        if node_due or carrier_due:
             # An allocation change alone need not read the ~19 KB Node when the allocation is not on it.
-            self._publish(now, node=node_due or self.config.allocation_on_node or self.allocation_publisher is None)
+            self._publish(now, node=node_due, carrier=carrier_open)
         wake = [self.next_probe, self.next_resync]
         if self.allocation_source is not None and self.hardware.topology is not None:
             wake.append(self.next_alloc)
-        if (alloc_due := self._alloc_due()) is not None:
-            wake.append(alloc_due)
-        if self._retry_at is not None:
-            wake.append(self._retry_at)
+        if (alloc_due_at := self._alloc_due()) is not None:
+            # a pending change waits for the retry timer of the target that carries it (no busy loop)
+            gate = self._alloc_retry_at if self.allocation_publisher is not None else self._node_retry_at
+            wake.append(alloc_due_at if gate is None else max(alloc_due_at, gate))
+        if self._node_error is not None and self._node_retry_at is not None:
+            wake.append(self._node_retry_at)
         return max(0.0, min(wake) - self.clock())
 
-    def _publish_all(self, hw: _Hardware, alloc: allocation.AllocationState | None, *,
-                     node: bool = True) -> PublishResult:
-        """The allocation carrier first (so switching carriers never leaves the extender with neither), then the Node.
-
-        ``node=False``: only the separate carrier (an allocation change with the allocation off the Node).
-        The returned outcome is ``patched`` when either write happened. Raises ``PublishError``.
-        """
-        carried = None
-        if self.allocation_publisher is not None and alloc is not None and hw.topology is not None:
-            carried = self.allocation_publisher.publish(alloc)
-            for reason in carried.retries:
-                self.metrics.retry(reason)
-        if not node:
-            outcome = "unchanged" if carried is None or carried.outcome == "unchanged" else "patched"
-            if carried is not None and carried.outcome == "dry-run":
-                outcome = "dry-run"
-            return PublishResult(outcome, None, NodeMeta())
-        result = self.publisher.publish(self._planner(hw, alloc))
-        if carried is not None and carried.outcome != "unchanged" and result.outcome == "unchanged":
-            result = dataclasses.replace(result, outcome="patched" if carried.outcome != "dry-run" else "dry-run")
-        return result
-
-    def _publish(self, now: float, *, node: bool = True) -> PublishResult | None:
-        hw, alloc = self.hardware, self.alloc
+    def _write_carrier(self, hw: _Hardware, alloc: allocation.AllocationState | None) -> CarrierResult | None:
+        """The allocation ConfigMap, when there is one and something to say; records the outcome."""
+        if self.allocation_publisher is None or alloc is None or hw.topology is None:
+            return None
         try:
-            result = self._publish_all(hw, alloc, node=node)
+            carried = self.allocation_publisher.publish(alloc)
         except PublishError as err:
-            self.metrics.publish("error")
-            self._retry_at = now + self.config.publish_retry_s
-            log.error("publish failed: %s; next attempt in %.0fs", err, self.config.publish_retry_s)
+            self._failed(TARGET_CONFIGMAP, str(err))
+            return None
+        except Exception as err:  # the client choking on a reply must not kill the agent either
+            log.exception("allocation ConfigMap write raised an unexpected error")
+            self._failed(TARGET_CONFIGMAP, f"{type(err).__name__}: {err}")
+            return None
+        for reason in carried.retries:
+            self.metrics.retry(reason)
+        self._alloc_error = None
+        self.metrics.set_failing(TARGET_CONFIGMAP, False)
+        return carried
+
+    def _write_node(self, hw: _Hardware, alloc: allocation.AllocationState | None) -> PublishResult | None:
+        """Read, plan and (if needed) PATCH the Node; records the outcome."""
+        shown = self._alloc_error
+        try:
+            result = self.publisher.publish(self._planner(hw, alloc, shown))
+        except PublishError as err:
+            self._failed(TARGET_NODE, str(err))
+            return None
+        except Exception as err:
+            log.exception("Node write raised an unexpected error")
+            self._failed(TARGET_NODE, f"{type(err).__name__}: {err}")
             return None
         for reason in result.retries:
             self.metrics.retry(reason)
-        self.metrics.publish(result.outcome)
-        self._retry_at = None
-        if node:
-            self._published_hw = hw
-            self.next_resync = now + self.config.resync_interval_s
-        if alloc is not None and hw.topology is not None:
-            if not alloc.same_allocation(self._published_alloc) and result.outcome != "unchanged":
+        self._node_error = None
+        self._shown_alloc_error = shown
+        self.metrics.set_failing(TARGET_NODE, False)
+        return result
+
+    def _failed(self, target: str, error: str) -> None:
+        if target == TARGET_NODE:
+            self._node_error = error
+        else:
+            self._alloc_error = error
+        self.metrics.publish_error(target)
+        self.metrics.set_failing(target, True)
+        log.error("publish to %s failed: %s; next attempt in %.0fs", target, error, self.config.publish_retry_s)
+
+    def _publish_all(self, hw: _Hardware, alloc: allocation.AllocationState | None, *,
+                     node: bool = True, carrier: bool = True) -> _Pass:
+        """The allocation carrier first (so switching carriers never leaves the extender with neither), then the Node.
+
+        Each target is attempted whatever happened to the other; never raises. ``node=False``:
+        only the separate carrier, unless its failure (or recovery) must be shown on the Node.
+        The combined outcome is ``patched`` when either write happened.
+        """
+        carried = self._write_carrier(hw, alloc) if carrier else None
+        carrier_ok = not carrier or self.allocation_publisher is None or self._alloc_error is None
+        node = node or self._alloc_error != self._shown_alloc_error
+        result = self._write_node(hw, alloc) if node else None
+        node_ok = not node or result is not None
+        if result is None:
+            result = PublishResult("unchanged", None, NodeMeta())
+        if carried is not None and carried.outcome != "unchanged" and result.outcome == "unchanged":
+            result = dataclasses.replace(result, outcome="dry-run" if carried.outcome == "dry-run" else "patched")
+        return _Pass(result, node, node_ok, carrier, carrier_ok)
+
+    def _publish(self, now: float, *, node: bool = True, carrier: bool = True) -> PublishResult | None:
+        hw, alloc = self.hardware, self.alloc
+        done = self._publish_all(hw, alloc, node=node, carrier=carrier)
+        retry = now + self.config.publish_retry_s
+        if done.carrier:
+            self._alloc_retry_at = None if done.carrier_ok else retry
+        if done.node:
+            self._node_retry_at = None if done.node_ok else retry
+            if done.node_ok:
+                self._published_hw = hw
+                self.next_resync = now + self.config.resync_interval_s
+        self.metrics.publish(done.result.outcome if done.ok else "error")
+        # The allocation is out when the carrier it goes to took it: the ConfigMap when there is one
+        # (a failing Node is retried on its own and carries the allocation then), else the Node.
+        if self.allocation_publisher is not None:
+            alloc_out = done.carrier and done.carrier_ok
+        else:
+            alloc_out = done.node and done.node_ok
+        if alloc is not None and hw.topology is not None and alloc_out:
+            if not alloc.same_allocation(self._published_alloc) and done.result.outcome != "unchanged":
                 self._alloc_published_at = now
             self._published_alloc = alloc
             if self.alloc is alloc:
                 self._alloc_changed_at = None
-        self.last_success_at = now
-        self.metrics.set_last_success(self.wall_clock())
-        self.last_result = result
-        if result.outcome != "unchanged" and node:
-            log.info("published %s to the node", sorted({**result.patch.labels, **result.patch.annotations})
-                     if result.patch else [])
-        return result
+        if done.node_ok if done.node else done.carrier_ok:
+            self.last_success_at = now
+            self.metrics.set_last_success(self.wall_clock())
+        if not done.ok:
+            return None
+        self.last_result = done.result
+        patch = done.result.patch
+        if done.result.outcome != "unchanged" and done.node and patch is not None:
+            log.info("published %s to the node", sorted({**patch.labels, **patch.annotations}))
+        return done.result
 
     def run_once(self) -> PublishResult:
-        """Probe, poll allocations, publish once (``--once``). Raises ``PublishError``."""
+        """Probe, poll allocations, publish once (``--once``); both targets are attempted.
+
+        Raises ``PublishError`` naming every target that failed.
+        """
         now = self.clock()
         self._probe(now)
         self._poll_allocation(now)
-        result = self._publish_all(self.hardware, self.alloc)
-        self.metrics.publish(result.outcome)
-        self.last_result = result
-        return result
+        done = self._publish_all(self.hardware, self.alloc)
+        self.metrics.publish(done.result.outcome if done.ok else "error")
+        if not done.ok:
+            failed = [f"{t}: {e}" for t, e in ((TARGET_CONFIGMAP, self._alloc_error), (TARGET_NODE, self._node_error))
+                      if e is not None]
+            raise PublishError("; ".join(failed))
+        self.last_result = done.result
+        return done.result
 
     def run(self, stop: threading.Event) -> None:
         """Step until ``stop`` is set (SIGTERM); waits are capped so /healthz sees a heartbeat."""
@@ -339,7 +454,9 @@ class Agent:
                 return False, f"no successful sync in {age:.0f}s since start"
             return True, "starting"
         age = now - self.last_success_at
+        failing = "".join(f"; {t} failing: {e}" for t, e in ((TARGET_NODE, self._node_error),
+                                                             (TARGET_CONFIGMAP, self._alloc_error)) if e is not None)
         if age > stale_after_s:
-            return False, f"last successful sync {age:.0f}s ago"
-        return True, f"ok (status {self.hardware.status.value}, last sync {age:.0f}s ago)"
+            return False, f"last successful sync {age:.0f}s ago{failing}"
+        return True, f"ok (status {self.hardware.status.value}, last sync {age:.0f}s ago{failing})"
 

@@ -275,10 +275,14 @@ def test_publish_error_on_the_configmap_is_retried_by_the_loop(fake_api: FakeKub
     agent, clock = carrier_agent(fake_api, pods, "configmap")
     fake_api.fail_next(503, times=5, methods=("POST",), path_prefix=CM_PATH)
     run_for(agent, clock, 1.0)
-    assert fake_api.configmap(NS, CM) is None and agent.last_success_at is None
+    assert fake_api.configmap(NS, CM) is None
     assert agent.metrics.publish_total.labels("error")._value.get() == 1
+    # the Node is written all the same (it does not wait for the ConfigMap) and says why it is degraded
+    assert fake_api.labels(NODE)[P + "status"] == "degraded"
+    assert "allocation not published" in fake_api.annotations(NODE)[P + "status-reason"]
     run_for(agent, clock, 31.0)  # publish_retry_s
     assert cm_state(fake_api).free == frozenset(range(8)) and agent.last_success_at is not None
+    assert fake_api.labels(NODE)[P + "status"] == "ok" and P + "status-reason" not in fake_api.annotations(NODE)
 
 
 # -- settings and CLI ---------------------------------------------------------------------------------------
