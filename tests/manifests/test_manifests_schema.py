@@ -324,7 +324,7 @@ def _resolve(kdir: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict[st
     return out
 
 
-@pytest.mark.parametrize("overlay", ["default", "nonroot"])
+@pytest.mark.parametrize("overlay", ["default", "nonroot", "tls"])
 def test_overlay_has_no_duplicate_object_ids(overlay: str) -> None:
     """kustomize refuses two resources with the same id; catch that without running it."""
     objs = _resolve((ROOT / "overlays" / overlay).resolve())
