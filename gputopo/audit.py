@@ -1,14 +1,24 @@
 """`gputopo audit`: the topology report for one node, for people (tables) or machines (JSON).
 
 The analysis itself is pure (:mod:`labeler.topology.report`); this module only
-reads the input, renders, and maps errors to exit codes:
-0 ok, 2 unreadable input (parse error naming the line), 3 no NVIDIA GPU / probe failed.
+reads the input, renders, and maps every outcome to a documented exit code
+(``EXIT_CODES``, printed by ``--help``).
+
+Why the input is bounded here: ``nvidia-smi topo -m`` of the largest real node
+in the corpus is 17 KB, so nothing legitimate comes near ``MAX_INPUT_BYTES``
+(1 MiB), while an unbounded read of a 50 MB line or of ``/dev/zero`` exhausts
+memory before the parser sees a byte. A regular file is refused by its size
+without being read; anything else (stdin, a FIFO, a character device) is read
+up to one byte past the limit and refused if that byte arrives. Whatever goes
+wrong beyond that is one line on stderr and exit code 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,17 +33,47 @@ from labeler.topology.model import Topology
 
 __all__ = ["main"]
 
+EXIT_OK = 0
+EXIT_INTERNAL = 1
 EXIT_PARSE = 2
 EXIT_PROBE = 3
+EXIT_INTERRUPTED = 130
+#: the most input read from FILE or stdin (60x the largest real `nvidia-smi topo -m` in the corpus)
+MAX_INPUT_BYTES = 1 << 20
+
+EXIT_CODES = f"""\
+exit status:
+  0    report printed (also when the reader of stdout left early, as `| head` does)
+  1    internal error: an unexpected failure, reported in one line (please report it with the input)
+  2    usage error or unusable input: a bad option or --prefix; FILE missing or unreadable; input larger
+       than {MAX_INPUT_BYTES} bytes (a regular file is refused by its size, stdin/FIFOs/devices once they
+       pass it); a parse error naming the line; the --svg path not writable
+  3    no FILE and no NVIDIA GPU on this machine (or every probe failed)
+  130  interrupted (Ctrl-C)
+"""
+
+
+class InputTooLarge(Exception):
+    """The input exceeds :data:`MAX_INPUT_BYTES`."""
+
+
+class _Console(Console):
+    """rich exits with status 1 when stdout's reader goes away; here that is not an error (exit 0)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gputopo audit",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Report GPU islands, NIC locality, best k-GPU placements and the node labels gputopo would "
-            "publish. FILE is a saved `nvidia-smi topo -m` output, '-' for stdin; without FILE the local "
-            "machine is probed (NVML, nvidia-smi, sysfs)."
+            "publish. FILE is a saved `nvidia-smi topo -m` output, '-' for stdin (at most "
+            f"{MAX_INPUT_BYTES} bytes); without FILE the local machine is probed (NVML, nvidia-smi, sysfs)."
         ),
     )
     p.add_argument("file", nargs="?", help="saved `nvidia-smi topo -m` text, or '-' for stdin")
@@ -44,9 +84,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read(file: str) -> tuple[str, str]:
+    """The input as text, at most ``MAX_INPUT_BYTES`` read; ``InputTooLarge`` or ``OSError`` otherwise."""
     if file == "-":
-        return sys.stdin.read(), "<stdin>"
-    return Path(file).read_text(encoding="utf-8", errors="replace"), file
+        return _read_bounded(sys.stdin.buffer, "stdin"), "<stdin>"
+    with open(file, "rb") as f:  # a FIFO blocks here until a writer opens it, as `cat` would
+        st = os.fstat(f.fileno())
+        if stat.S_ISREG(st.st_mode):
+            if st.st_size > MAX_INPUT_BYTES:
+                raise InputTooLarge(f"{st.st_size} bytes, more than the {MAX_INPUT_BYTES} an audit reads")
+            return _read_bounded(f, "file"), file
+        return _read_bounded(f, "not a regular file"), file
+
+
+def _read_bounded(stream: Any, what: str) -> str:
+    data = stream.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputTooLarge(f"{what}: more than the {MAX_INPUT_BYTES} bytes an audit reads")
+    return bytes(data).decode("utf-8", errors="replace")
 
 
 def _probe_local() -> tuple[Topology, list[str]]:
@@ -57,6 +111,32 @@ def _probe_local() -> tuple[Topology, list[str]]:
 
 
 def main(argv: Sequence[str]) -> int:
+    """Run the audit; every outcome is an exit code from ``EXIT_CODES`` and at most one line on stderr."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("gputopo audit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `gputopo audit x | head`: the reader left; say nothing more
+        _silence_stdout()
+        return EXIT_OK
+    except Exception as err:  # RecursionError, MemoryError, a bug: one line, never a traceback
+        detail = " ".join(str(err).split())[:200]
+        print(f"gputopo audit: internal error: {type(err).__name__}: {detail} (please report it with the input)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
     try:
         prefix = labels.validate_prefix(args.prefix)
@@ -70,11 +150,14 @@ def main(argv: Sequence[str]) -> int:
         else:
             text, name = _read(args.file)
             topo = smi_parser.parse(text, source=name)
+    except InputTooLarge as err:
+        print(f"gputopo audit: {args.file}: input refused: {err}", file=sys.stderr)
+        return EXIT_PARSE
     except OSError as err:
         print(f"gputopo audit: cannot read {args.file}: {err.strerror or err}", file=sys.stderr)
         return EXIT_PARSE
     except TopologyParseError as err:
-        print(f"gputopo audit: {args.file}: {err}", file=sys.stderr)
+        print(f"gputopo audit: {args.file}: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_PARSE
     except ProbeError as err:
         print(f"gputopo audit: {err}", file=sys.stderr)
@@ -83,16 +166,21 @@ def main(argv: Sequence[str]) -> int:
     if extra:
         doc["warnings"] = doc["warnings"] + extra
     if args.svg:
-        Path(args.svg).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.svg).write_text(picture.render_svg(topo), encoding="utf-8")
+        try:
+            Path(args.svg).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.svg).write_text(picture.render_svg(topo), encoding="utf-8")
+        except OSError as err:
+            print(f"gputopo audit: cannot write {args.svg}: {err.strerror or err}", file=sys.stderr)
+            return EXIT_PARSE
     if args.json:
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
-        _render(doc, topo, Console(highlight=False))
+        _render(doc, topo, _Console(highlight=False))
         if args.svg:
             print(f"picture written to {args.svg}")
-    return 0
+    sys.stdout.flush()  # a closed pipe surfaces here, inside main(), not at interpreter exit
+    return EXIT_OK
 
 
 def _render(doc: dict[str, Any], topo: Topology, console: Console) -> None:

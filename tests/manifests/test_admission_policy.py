@@ -218,12 +218,12 @@ NOT_OURS = [
     ("an administrator taints a node", admission_request(operation="UPDATE", resource="nodes", name=N1,
                                                          username="kubernetes-admin", groups=["system:masters"])),
     ("another ServiceAccount whose name ends like ours", admission_request(
-        operation="UPDATE", resource="nodes", name=N1, username=f"system:serviceaccount:{NS}:not-gputopo-labeler-x",
+        operation="UPDATE", resource="nodes", name=N1, username=f"system:serviceaccount:{NS}:not-gputopo-labeler",
         extra=claims(N1))),
     ("a user (not a ServiceAccount) named like ours", admission_request(
         operation="UPDATE", resource="nodes", name=N1, username="oidc:team:gputopo-labeler")),
     ("a request without a username", admission_request(operation="UPDATE", resource="nodes", name=N1, username="")),
-    ("the agent reading a Secret (not a matched resource; RBAC denies it)", admission_request(
+    ("the agent updating a Secret (not a matched resource; RBAC denies it)", admission_request(
         operation="UPDATE", resource="secrets", name="x", namespace=NS, username=AGENT, extra=claims(N1))),
 ]
 
