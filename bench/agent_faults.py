@@ -28,46 +28,17 @@ sys.path.insert(0, str(ROOT / "tests" / "agent"))
 
 from agent_support import kube_api, machine  # noqa: E402
 from fake_kube_api import FakeKubeApi, realistic_gpu_node  # noqa: E402
+from test_agent_loop import Clock, Pods, ScriptedProber  # noqa: E402
 
 from labeler.agent.configmap import KubeConfigMapPublisher  # noqa: E402
 from labeler.agent.health import AgentMetrics  # noqa: E402
 from labeler.agent.loop import Agent, LoopConfig  # noqa: E402
 from labeler.agent.publish import Backoff, KubeNodePublisher, RetryPolicy  # noqa: E402
-from labeler.agent.sources import ProbeOutcome  # noqa: E402
 from labeler.topology.errors import ProbeError  # noqa: E402
-from labeler.topology.model import Topology  # noqa: E402
 
 NODE, NS, P = "gpu-node-1", "gputopo-system", "gputopo.io/"
 CM = "gputopo-alloc-gpu-node-1"
 CM_PATH = f"/api/v1/namespaces/{NS}/configmaps"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class Prober:
-    def __init__(self, *script: Topology | Exception) -> None:
-        self.script, self.calls = list(script), 0
-
-    def probe(self) -> ProbeOutcome:
-        item = self.script[min(self.calls, len(self.script) - 1)]
-        self.calls += 1
-        if isinstance(item, Exception):
-            raise item
-        return ProbeOutcome(item)
-
-
-class Pods:
-    def __init__(self) -> None:
-        self.used_map: dict[int, str] = {}
-
-    def used(self, topology: Topology) -> dict[int, str]:
-        return dict(self.used_map)
 
 
 def foreign_node(api: FakeKubeApi) -> dict[str, Any]:
@@ -85,7 +56,7 @@ def foreign_cm(api: FakeKubeApi) -> dict[str, Any]:
 
 
 def run_case(name: str, setup: Callable[[FakeKubeApi, Pods], None], *, which: str = "configmap",
-             prober: Prober | None = None, seconds: float = 600.0,
+             prober: ScriptedProber | None = None, seconds: float = 600.0,
              during: Callable[[FakeKubeApi, Pods, Agent, Clock], None] | None = None) -> str:
     api = FakeKubeApi()
     api.add_node(realistic_gpu_node(NODE))
@@ -101,7 +72,7 @@ def run_case(name: str, setup: Callable[[FakeKubeApi, Pods], None], *, which: st
             kube_api(api.url), NODE, NS, retry=RetryPolicy(5, Backoff(0.5, 8.0), sleep=lambda s: None))
         metrics = AgentMetrics()
         agent = Agent(LoopConfig(prefix=P, allocation_on_node=which != "configmap", probe_interval_s=60.0),
-                      prober or Prober(machine("h100-nv18-8nics")),
+                      prober or ScriptedProber(machine("h100-nv18-8nics")),
                       KubeNodePublisher(kube_api(api.url), NODE, P, sleep=lambda s: None), pods, metrics=metrics,
                       allocation_publisher=cm_pub, clock=clock, wall_clock=lambda: 1.7e9 + clock.t)
         tracemalloc.start()
@@ -155,7 +126,7 @@ def main() -> None:
     print(run_case("our labels damaged, probe failing until 10 s",
                    lambda api, pods: api.modify(NODE, lambda n: n["metadata"]["labels"].update(
                        {P + "schema": "v1", P + "gpu-count": "eight"})),
-                   prober=Prober(ProbeError("NVML: driver not loaded"), machine("h100-nv18-8nics"))))
+                   prober=ScriptedProber(ProbeError("NVML: driver not loaded"), machine("h100-nv18-8nics"))))
     print(run_case("403 on every ConfigMap request, allocation churn", forbid(CM_PATH, ("GET", "POST", "PATCH")),
                    during=churn))
     print(run_case("403 on every Node PATCH, allocation churn", forbid("/api/v1/nodes", ("PATCH",)), during=churn))
