@@ -29,6 +29,7 @@ from rich.table import Table
 
 from labeler.topology import labels, picture, report, smi_parser
 from labeler.topology.errors import ProbeError, TopologyParseError
+from labeler.topology.findings import Finding
 from labeler.topology.model import Topology
 
 __all__ = ["main"]
@@ -103,7 +104,7 @@ def _read_bounded(stream: Any, what: str) -> str:
     return bytes(data).decode("utf-8", errors="replace")
 
 
-def _probe_local() -> tuple[Topology, list[str]]:
+def _probe_local() -> tuple[Topology, list[Finding]]:
     from labeler.discovery import local  # I/O edge, imported only when probing
 
     facts = local.probe_local()
@@ -143,7 +144,7 @@ def _main(argv: Sequence[str]) -> int:
     except ValueError as err:
         print(f"gputopo audit: {err}", file=sys.stderr)
         return EXIT_PARSE
-    extra: list[str] = []
+    extra: list[Finding] = []
     try:
         if args.file is None:
             topo, extra = _probe_local()
@@ -162,9 +163,7 @@ def _main(argv: Sequence[str]) -> int:
     except ProbeError as err:
         print(f"gputopo audit: {err}", file=sys.stderr)
         return EXIT_PROBE
-    doc = report.build(topo, prefix=prefix)
-    if extra:
-        doc["warnings"] = doc["warnings"] + extra
+    doc = report.build(topo, prefix=prefix, extra=extra)
     if args.svg:
         try:
             Path(args.svg).parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +205,10 @@ def _render(doc: dict[str, Any], topo: Topology, console: Console) -> None:
     isl.add_column("islands")
     for level, groups in doc["islands"].items():
         isl.add_row(level, "  ".join("{" + ",".join(map(str, g)) + "}" for g in groups))
+    numa = doc["numa"]
+    groups = numa["groups"]
+    isl.add_row(f"NUMA ({numa['basis']})",
+                "unknown" if groups is None else "  ".join("{" + ",".join(map(str, g)) + "}" for g in groups))
     console.print(isl)
     best = Table(title="Best placement per GPU count (NCCL ring bottleneck)", title_justify="left")
     for col in ("k", "GPUs", "ring", "bottleneck"):
@@ -227,3 +230,7 @@ def _render(doc: dict[str, Any], topo: Topology, console: Console) -> None:
             console.print(f"  ! {w}")
     else:
         console.print("no warnings")
+    if doc["info"]:
+        console.print("[bold]Information[/bold]")
+        for line in doc["info"]:
+            console.print(f"  - {line}")

@@ -88,7 +88,8 @@ class LocalProber:
             lost = [x for x in lost if not x.endswith(" ok")]
             failed = [f"{k} {v}" for k, v in facts.source_errors.items() if not v.startswith("unavailable:")]
             reason = "; ".join(lost + failed) or "degraded probe"
-        return ProbeOutcome(topo, reason)
+        # published without the current PCIe generation: it follows the power state (Topology.stable)
+        return ProbeOutcome(topo.stable(), reason)
 
 
 def build_prober(settings: AgentSettings) -> Prober:

@@ -13,6 +13,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from labeler.topology.findings import Finding, Severity
 from labeler.topology.model import Topology
 
 __all__ = [
@@ -28,12 +29,6 @@ __all__ = [
 ]
 
 
-class Severity(enum.StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
 class Health(enum.StrEnum):
     """Per-GPU health as far as discovery can tell (not a replacement for DCGM)."""
 
@@ -41,16 +36,6 @@ class Health(enum.StrEnum):
     LOST = "lost"  # NVML_ERROR_GPU_IS_LOST: fell off the bus (Xid 79 and friends)
     UNKNOWN_ERROR = "unknown-error"  # NVML_ERROR_UNKNOWN: driver could not say
     RESET_REQUIRED = "reset-required"  # NVML_ERROR_RESET_REQUIRED
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """Something a person should know about the node, with a stable machine code."""
-
-    severity: Severity
-    code: str  # e.g. "pcie-width-downtrained", "gpu-lost", "conflict"
-    message: str
-    gpu: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

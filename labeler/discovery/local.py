@@ -17,7 +17,7 @@ from labeler.discovery import merge as merge_mod
 from labeler.discovery import nvml as nvml_source
 from labeler.discovery import smi as smi_source
 from labeler.discovery import sysfs as sysfs_source
-from labeler.discovery.facts import Health, ProbeResult, Severity
+from labeler.discovery.facts import Finding, Health, ProbeResult, Severity
 from labeler.discovery.merge import MergeResult
 from labeler.discovery.smi import Runner, subprocess_runner
 from labeler.discovery.sysfs import SysfsFacts
@@ -101,44 +101,39 @@ def probe_local_topology(**kwargs: Any) -> Topology:
     return probe_local(**kwargs).topology
 
 
-def render_report(facts: NodeFacts) -> list[str]:
-    """Short human lines about what the matrix does not show. Empty list: nothing to say."""
-    lines: list[str] = []
-    used = ", ".join(facts.merged.sources)
-    lines.append(f"sources: {used}" + (" (DEGRADED)" if facts.degraded else ""))
+def render_report(facts: NodeFacts) -> list[Finding]:
+    """What the probe knows beyond the merged topology, as findings (the audit adds them to its report).
+
+    Provenance (which sources answered), expected states (PCIe below its maximum
+    generation at idle, MIG mode, a source that is simply not installed) are
+    *information*; a degraded probe, a failing source and an unusable GPU are
+    warnings/errors. P2P, PCIe width training and conflicts between sources are
+    facts of the merged topology and reported from it (:mod:`labeler.topology.report`).
+    """
+    out: list[Finding] = [Finding(Severity.INFO, "sources", f"sources: {', '.join(facts.merged.sources)}")]
+    if facts.degraded:
+        out.append(Finding(Severity.WARNING, "degraded", "probe DEGRADED: a GPU is unusable or a source failed"))
     for name, msg in facts.source_errors.items():
-        lines.append(f"source {name} {msg}")
+        unavailable = msg.startswith("unavailable:")
+        out.append(Finding(Severity.INFO if unavailable else Severity.WARNING, "source", f"source {name} {msg}"))
     nv = facts.nvml
     if nv is not None:
         for h in nv.health:
             if h.status is not Health.OK:
                 where = f" at {h.bus_id}" if h.bus_id else ""
-                lines.append(f"GPU{h.index}{where} is {h.status.value}: {h.detail} (left out of the topology)")
-        for st in nv.pcie:
-            if st.width_downtrained:
-                lines.append(
-                    f"GPU{st.gpu} PCIe trained down: x{st.curr_width} of x{st.max_width}, "
-                    f"Gen{st.curr_gen} of Gen{st.max_gen}"
-                )
-        if any(st.gen_below_max and not st.width_downtrained for st in nv.pcie):
-            low = [f"GPU{st.gpu}" for st in nv.pcie if st.gen_below_max and not st.width_downtrained]
-            lines.append(f"PCIe below max generation (normal at idle): {', '.join(low)}")
-        bad = [p for p in nv.p2p if p.read != "OK" or p.write != "OK"]
-        if nv.p2p:
-            if bad:
-                pairs = ", ".join(f"GPU{p.a}-GPU{p.b} read={p.read} write={p.write}" for p in bad[:8])
-                more = f" (+{len(bad) - 8} more)" if len(bad) > 8 else ""
-                lines.append(f"P2P not available for {len(bad)} of {len(nv.p2p)} GPU pairs: {pairs}{more}")
-            else:
-                lines.append(f"P2P read/write OK for all {len(nv.p2p)} GPU pairs")
+                out.append(Finding(Severity.ERROR, f"gpu-{h.status.value}", (
+                    f"GPU{h.index}{where} is {h.status.value}: {h.detail} (left out of the topology)"), h.index))
+        low = [f"GPU{st.gpu}" for st in nv.pcie if st.gen_below_max and not st.width_downtrained]
+        if low:
+            out.append(Finding(Severity.INFO, "pcie-gen-below-max", (
+                f"PCIe below max generation (normal at idle): {', '.join(low)}")))
+        if nv.p2p and all(p.read == "OK" and p.write == "OK" for p in nv.p2p):
+            out.append(Finding(Severity.INFO, "p2p-ok", f"P2P read/write OK for all {len(nv.p2p)} GPU pairs"))
         for m in nv.mig:
             if m.current or m.pending:
                 state = "enabled" if m.current else "disabled"
                 change = " (change pending reset)" if m.current != m.pending else ""
-                lines.append(f"GPU{m.gpu} MIG {state}{change}, {len(m.mig_uuids)} MIG device(s)")
-    for c in facts.merged.conflicts:
-        lines.append(f"conflict: {c.describe()}")
-    for f in facts.merged.findings:
-        if f.code.startswith("numa") and f.severity is Severity.INFO:
-            lines.append(f.message)
-    return lines
+                out.append(Finding(Severity.INFO, "mig", (
+                    f"GPU{m.gpu} MIG {state}{change}, {len(m.mig_uuids)} MIG device(s)"), m.gpu))
+    out.extend(f for f in facts.merged.findings if f.code.startswith("numa") and f.severity is Severity.INFO)
+    return out

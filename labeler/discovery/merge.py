@@ -15,6 +15,10 @@ name, UUID                NVML
 CPU / NUMA affinity       NVML, nvidia-smi, sysfs (``local_cpulist``/``numa_node``)
 GPU↔GPU cell              NVML, nvidia-smi, sysfs (sysfs cannot see NVLink)
 GPU↔NIC, NIC↔NIC cells    nvidia-smi, sysfs (NVML does not list NICs)
+arch, cc, NVLink version  NVML (nothing else reports them; never derived from the name)
+PCIe link of a GPU        NVML, sysfs (``current_link_*``/``max_link_*``)
+P2P status per GPU pair   NVML
+NIC link rate             sysfs (InfiniBand port rate, else netdev speed)
 ========================  =====================================================
 
 GPU identity across sources is the normalised PCI bus id. `nvidia-smi topo -m` prints
@@ -23,7 +27,9 @@ without NVML, the *i*-th NVIDIA GPU in PCI bus order (the driver's default order
 NICs are matched by device name (``mlx5_3``).
 
 Conflicts are checked on comparable facts only: NVLink counts (NVML vs smi) and the
-PCIe level (NVML's common ancestor, smi cells that are not NVLink, the sysfs tree).
+PCIe level (NVML's common ancestor, smi cells that are not NVLink, the sysfs tree), and
+the maximum PCIe generation/width of a GPU (NVML vs sysfs; the current values legitimately
+differ between two reads, as the link retrains with load).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from labeler.discovery.facts import Finding, Health, ProbeResult, Severity, norm
 from labeler.discovery.sysfs import SysfsFacts
 from labeler.topology.errors import NoGpuError
 from labeler.topology.links import SELF, Link, LinkLevel
-from labeler.topology.model import Gpu, Nic, Topology
+from labeler.topology.model import P2P, Gpu, Nic, PcieLink, Topology
 from labeler.topology.serialize import format_cpulist
 
 __all__ = ["Conflict", "MergeResult", "merge"]
@@ -153,7 +159,14 @@ def merge(
 
     out_gpus = [_merge_gpu(g, conflicts, prov) for g in gpus]
     nic_names, nic_smi, nic_sys = _match_nics(smi, sysfs, conflicts)
-    out_nics = [Nic(column=f"NIC{i}", device=name) for i, name in enumerate(nic_names)]
+    rates = {n.name: n.rate_mbps for n in sysfs.nics} if sysfs else {}
+    out_nics = [Nic(column=f"NIC{i}", device=name, rate_mbps=rates.get(name)) for i, name in enumerate(nic_names)]
+    p2p: list[list[P2P | None]] = []
+    if nvml is not None and nvml.topology.p2p:
+        p2p = [
+            [None if a is b else nvml.topology.gpu_p2p(a.index, b.index) if a.nvml and b.nvml else None for b in gpus]
+            for a in gpus
+        ]
 
     # -- links ---------------------------------------------------------------------------
     n_g = len(gpus)
@@ -198,7 +211,7 @@ def merge(
             _link_conflicts(subject, cands, nvml, gpus, i, j, n_g, conflicts)
 
     warnings = [c.describe() for c in conflicts]
-    topo = Topology.from_rows(out_gpus, out_nics, rows, source="+".join(sources), warnings=warnings)
+    topo = Topology.from_rows(out_gpus, out_nics, rows, source="+".join(sources), warnings=warnings, p2p=p2p)
     for c in conflicts:
         findings.append(Finding(Severity.WARNING, "conflict", c.describe()))
     if sysfs is not None:
@@ -259,7 +272,26 @@ def _merge_gpu(g: _G, conflicts: list[Conflict], prov: dict[str, str]) -> Gpu:
         cpu_affinity=cpus,
         numa_affinity=numa,
         gpu_numa_id=gpu_numa,
+        arch=g.nvml.arch if g.nvml else None,
+        cc=g.nvml.cc if g.nvml else None,
+        nvlink_version=g.nvml.nvlink_version if g.nvml else None,
+        pcie=_merge_pcie(label, g, conflicts, prov),
     )
+
+
+def _merge_pcie(label: str, g: _G, conflicts: list[Conflict], prov: dict[str, str]) -> PcieLink | None:
+    """NVML's link, else sysfs'; a disagreement on the *maximum* generation or width is a conflict."""
+    said = [(s, x.pcie) for s, x in ((nvml_source.SOURCE, g.nvml), (sysfs_source.SOURCE, g.sysfs))
+            if x is not None and x.pcie is not None]
+    if not said:
+        return None
+    src, chosen = said[0]
+    prov[f"{label}.pcie"] = src
+    maxima = [(s, f"Gen{link.max_gen} x{link.max_width}") for s, link in said
+              if link.max_gen is not None and link.max_width is not None]
+    if len({v for _, v in maxima}) > 1:
+        conflicts.append(Conflict(f"{label}.pcie", "pcie-link", tuple(maxima), maxima[0][1], maxima[0][0]))
+    return chosen
 
 
 def _match_nics(

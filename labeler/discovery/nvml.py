@@ -4,6 +4,13 @@ Why NVML first: it is the driver's own view (the same library `nvidia-smi` uses)
 names GPUs by UUID and PCI bus id (the keys that join every other source), and it is
 the only source for NVLink peers, P2P capability, PCIe link training and MIG.
 
+Topology facts v2 read here (each stays ``None`` when the call is not supported):
+``nvmlDeviceGetArchitecture`` (→ ``Gpu.arch``), ``nvmlDeviceGetCudaComputeCapability``
+(→ ``Gpu.cc``), ``nvmlDeviceGetNvLinkVersion`` of the active links (→ ``Gpu.nvlink_version``,
+as NVML's ``NVML_NVLINK_VERSION_x_y`` says; drivers have been seen to report 5.0 on
+Hopper, so consumers cross-check it with ``arch``), ``nvmlDeviceGet{Curr,Max}PcieLink{Generation,Width}``
+(→ ``Gpu.pcie``) and ``nvmlDeviceGetP2PStatus`` per pair (→ ``Topology.p2p``).
+
 The pynvml module is *injected* (:class:`NvmlApi` is the slice of it we use), so tests
 pass a fake with the real function names, constants and error classes. Every
 ``pynvml.NVMLError`` is translated at this edge:
@@ -39,7 +46,7 @@ from labeler.discovery.facts import (
 )
 from labeler.topology.errors import NoGpuError, ProbeError
 from labeler.topology.links import SELF, Link, LinkLevel
-from labeler.topology.model import Gpu, Topology
+from labeler.topology.model import P2P, Gpu, PcieLink, Topology
 
 __all__ = ["SOURCE", "NvmlApi", "load_pynvml", "probe"]
 
@@ -212,6 +219,9 @@ class _Dev:
     cpus: frozenset[int] | None = None
     numa: frozenset[int] | None = None
     gpu_numa: int | None = None
+    arch: str | None = None
+    cc: str | None = None
+    nvlink_version: str | None = None
 
 
 def _probe(nv: Any, cpu_count: int) -> ProbeResult:
@@ -269,7 +279,7 @@ def _probe(nv: Any, cpu_count: int) -> ProbeResult:
     nvl: dict[int, Counter[str]] = {}
     for dev in alive():
         try:
-            nvl[dev.index] = _nvlinks(ctx, dev)
+            nvl[dev.index], dev.nvlink_version = _nvlinks(ctx, dev)
         except _GpuFailed as exc:
             fail(dev, exc)
 
@@ -295,6 +305,7 @@ def _probe(nv: Any, cpu_count: int) -> ProbeResult:
 
     healthy = [d for d in devs if d.index not in failed and d.handle is not None]
     nv_counts = _nvlink_matrix(healthy, nvl)
+    links_of = {st.gpu: _pcie_link(st) for st in pcie}
     gpus = [
         Gpu(
             index=d.index,
@@ -304,9 +315,14 @@ def _probe(nv: Any, cpu_count: int) -> ProbeResult:
             cpu_affinity=d.cpus,
             numa_affinity=d.numa,
             gpu_numa_id=d.gpu_numa,
+            arch=d.arch,
+            cc=d.cc,
+            nvlink_version=d.nvlink_version,
+            pcie=links_of.get(d.index),
         )
         for d in healthy
     ]
+    p2p_of = {(st.a, st.b): p2p_status(st) for st in p2p}
     rows: list[list[Link | None]] = []
     for da in healthy:
         row: list[Link | None] = []
@@ -341,8 +357,13 @@ def _probe(nv: Any, cpu_count: int) -> ProbeResult:
                     st.gpu,
                 )
             )
+    p2p_rows = [
+        [None if da.index == db.index else p2p_of.get((min(da.index, db.index), max(da.index, db.index)))
+         for db in healthy]
+        for da in healthy
+    ]
     warnings = [f.message for f in findings if f.severity is Severity.ERROR]
-    topo = Topology.from_rows(gpus, [], rows, source=SOURCE, warnings=warnings)
+    topo = Topology.from_rows(gpus, [], rows, source=SOURCE, warnings=warnings, p2p=p2p_rows)
     health = [GpuHealth(d.index, d.bus_id, Health.OK) for d in healthy] + list(failed.values())
     health.sort(key=lambda h: h.index)
     return ProbeResult(
@@ -372,6 +393,12 @@ def _identity(ctx: _Ctx, dev: _Dev, cpu_count: int) -> None:
     if scope is not None and hasattr(nv, "nvmlDeviceGetMemoryAffinity"):
         nodes = ctx.optional_call(nv.nvmlDeviceGetMemoryAffinity, h, 4, scope, what=f"GPU{dev.index} NUMA affinity")
         dev.numa = (_bits_to_set(nodes) or None) if nodes is not None else None
+    arch = _optional_attr(ctx, "nvmlDeviceGetArchitecture", h, what=f"GPU{dev.index} architecture")
+    dev.arch = _arch_names(nv).get(int(arch)) if arch is not None else None
+    cc = _optional_attr(ctx, "nvmlDeviceGetCudaComputeCapability", h, what=f"GPU{dev.index} compute capability")
+    if cc is not None:
+        major, minor = (int(x) for x in cc)
+        dev.cc = f"{major}.{minor}"
     # nvmlDeviceGetNumaNodeId is the NUMA node *of the GPU's own memory*: only real on
     # platforms where the GPU is a NUMA node (GH200/GB200, POWER9). Elsewhere it is
     # NOT_SUPPORTED; nvidia-smi prints that as "GPU NUMA ID  N/A".
@@ -380,22 +407,72 @@ def _identity(ctx: _Ctx, dev: _Dev, cpu_count: int) -> None:
         dev.gpu_numa = int(node) if node is not None and int(node) >= 0 else None
 
 
+def _optional_attr(ctx: _Ctx, name: str, *args: Any, what: str) -> Any:
+    """An optional call of a function older pynvml releases may lack (then: unknown)."""
+    fn = getattr(ctx.nv, name, None)
+    return None if fn is None else ctx.optional_call(fn, *args, what=what)
+
+
+def _arch_names(nv: Any) -> dict[int, str]:
+    """``NVML_DEVICE_ARCH_HOPPER`` = 9 → ``"hopper"``, from the module's own constants (``UNKNOWN`` left out)."""
+    prefix = "NVML_DEVICE_ARCH_"
+    return {
+        int(getattr(nv, n)): n[len(prefix):].lower()
+        for n in dir(nv)
+        if n.startswith(prefix) and n != prefix + "UNKNOWN" and isinstance(getattr(nv, n), int)
+    }
+
+
+def _nvlink_version_names(nv: Any) -> dict[int, str]:
+    """``NVML_NVLINK_VERSION_4_0`` = 6 → ``"4.0"`` (``INVALID`` left out)."""
+    prefix = "NVML_NVLINK_VERSION_"
+    return {
+        int(getattr(nv, n)): n[len(prefix):].replace("_", ".")
+        for n in dir(nv)
+        if n.startswith(prefix) and n != prefix + "INVALID" and isinstance(getattr(nv, n), int)
+    }
+
+
+_GENS = range(1, 8)
+_WIDTHS = (1, 2, 4, 8, 12, 16, 32)
+
+
+def _pcie_link(st: PcieLinkState) -> PcieLink | None:
+    """The model's PCIe link from NVML's answers (already checked to be PCIe values by :func:`_pcie`)."""
+    link = PcieLink(st.curr_gen, st.curr_width, st.max_gen, st.max_width)
+    return link if link.known else None
+
+
+def p2p_status(st: P2PStatus) -> P2P | None:
+    """One status per pair: does peer-to-peer access work, and if not, why (NVML ``U`` → ``None``).
+
+    OK when P2P reads and writes are both OK (whatever the transport: NVML's
+    NVLink index only says whether NVLink carries them); otherwise the read
+    status, or the write status when only writes fail.
+    """
+    if st.read == "OK" and st.write == "OK":
+        return P2P.OK
+    code = st.read if st.read != "OK" else st.write
+    return None if code == "U" else P2P(code)
+
+
 def _pcie(ctx: _Ctx, dev: _Dev) -> PcieLinkState:
     nv, h, i = ctx.nv, dev.handle, dev.index
 
-    def opt(fn_name: str) -> int | None:
+    def opt(fn_name: str, valid: Iterable[int]) -> int | None:
+        """The answer, or ``None`` when unsupported or not a PCIe value (a VM's width 0)."""
         fn = getattr(nv, fn_name, None)
         if fn is None:
             return None
         v = ctx.optional_call(fn, h, what=f"GPU{i} {fn_name}")
-        return None if v is None else int(v)
+        return int(v) if v is not None and int(v) in valid else None
 
     return PcieLinkState(
         gpu=i,
-        curr_gen=opt("nvmlDeviceGetCurrPcieLinkGeneration"),
-        max_gen=opt("nvmlDeviceGetMaxPcieLinkGeneration"),
-        curr_width=opt("nvmlDeviceGetCurrPcieLinkWidth"),
-        max_width=opt("nvmlDeviceGetMaxPcieLinkWidth"),
+        curr_gen=opt("nvmlDeviceGetCurrPcieLinkGeneration", _GENS),
+        max_gen=opt("nvmlDeviceGetMaxPcieLinkGeneration", _GENS),
+        curr_width=opt("nvmlDeviceGetCurrPcieLinkWidth", _WIDTHS),
+        max_width=opt("nvmlDeviceGetMaxPcieLinkWidth", _WIDTHS),
     )
 
 
@@ -416,10 +493,12 @@ def _mig(ctx: _Ctx, dev: _Dev) -> MigState | None:
     return MigState(dev.index, current, pending, tuple(uuids))
 
 
-def _nvlinks(ctx: _Ctx, dev: _Dev) -> Counter[str]:
-    """Active NVLinks of one GPU, counted per remote bus id (``switch:`` prefix for NVSwitch)."""
+def _nvlinks(ctx: _Ctx, dev: _Dev) -> tuple[Counter[str], str | None]:
+    """Active NVLinks of one GPU, counted per remote bus id (``switch:`` prefix for NVSwitch), and their version."""
     nv, h = ctx.nv, dev.handle
     out: Counter[str] = Counter()
+    versions: set[str | None] = set()
+    names = _nvlink_version_names(nv)
     max_links = int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))
     switch_type = getattr(nv, "NVML_NVLINK_DEVICE_TYPE_SWITCH", 2)
     for link in range(max_links):
@@ -438,7 +517,10 @@ def _nvlinks(ctx: _Ctx, dev: _Dev) -> Counter[str]:
         if hasattr(nv, "nvmlDeviceGetNvLinkRemoteDeviceType"):
             kind = ctx.optional_call(nv.nvmlDeviceGetNvLinkRemoteDeviceType, h, link, what="NVLink remote type")
         out[f"switch:{bus}" if kind is not None and int(kind) == int(switch_type) else bus] += 1
-    return out
+        version = _optional_attr(ctx, "nvmlDeviceGetNvLinkVersion", h, link, what="NVLink version")
+        versions.add(None if version is None else names.get(int(version)))
+    # one version for all active links, else (mixed or partly unknown) unknown
+    return out, (versions.pop() if len(versions) == 1 else None)
 
 
 def _nvlink_matrix(devs: list[_Dev], nvl: dict[int, Counter[str]]) -> dict[tuple[int, int], int]:

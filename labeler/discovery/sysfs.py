@@ -24,6 +24,12 @@ How a level is derived (the `nvidia-smi topo -m` legend, and NCCL's ``paths.cc``
 * no common bridge but the same root complex ``pciDDDD:BB`` → ``PHB``; different root
   complexes on one NUMA node → ``NODE``; on different NUMA nodes → ``SYS``.
 
+Topology facts v2 from sysfs: each GPU's PCIe link (``current_link_speed``/``_width``,
+``max_link_speed``/``_width``; the speed text is mapped to a generation by the PCIe
+spec's transfer rates: 2.5, 5, 8, 16, 32, 64 GT/s = Gen1-6) and each NIC's link rate
+(``/sys/class/infiniband/<dev>/ports/<n>/rate`` of an ACTIVE port, else
+``/sys/class/net/<netdev>/speed`` in Mb/s; ``-1`` or no link = unknown).
+
 Limit (documented, not guessed around): the port *type* is not in sysfs without reading
 config space, so the (upstream, downstream) pairing assumes the standard layout below
 a root port. Intel Xeon (Skylake and later) gives each x16 IIO stack its own root
@@ -41,7 +47,7 @@ from pathlib import Path
 from labeler.discovery.facts import Finding, Severity
 from labeler.topology.errors import SourceUnavailable
 from labeler.topology.links import SELF, Link, LinkLevel
-from labeler.topology.model import Gpu, Nic, Topology
+from labeler.topology.model import Gpu, Nic, PcieLink, Topology
 from labeler.topology.serialize import parse_cpulist
 
 __all__ = [
@@ -52,6 +58,7 @@ __all__ = [
     "PciDevice",
     "SysfsFacts",
     "is_nvidia_gpu",
+    "link_generation",
     "pcie_level",
     "probe",
 ]
@@ -73,6 +80,7 @@ class PciDevice:
     local_cpus: frozenset[int] | None
     root_complex: str | None  # "pci0000:17"
     chain: tuple[str, ...]  # BDFs below the root complex, ending with this device
+    link: PcieLink | None = None  # from current_/max_link_speed and _width (None: not a PCIe function)
 
     @property
     def bridges(self) -> tuple[str, ...]:
@@ -92,6 +100,7 @@ class NicInfo:
     bdf: str
     rdma: bool
     netdevs: tuple[str, ...] = ()
+    rate_mbps: int | None = None  # active link rate, Mb/s (None: down or not reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +154,37 @@ def _chain(real: Path, sys_devices: Path) -> tuple[str | None, tuple[str, ...]]:
     return rc, tuple(p for p in after if _BDF.match(p))
 
 
+_GT_S = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*GT/s")
+#: PCIe transfer rate per lane (GT/s) → generation, from the PCIe base specifications
+_GEN_OF_RATE = {2.5: 1, 5.0: 2, 8.0: 3, 16.0: 4, 32.0: 5, 64.0: 6, 128.0: 7}
+_WIDTHS = (1, 2, 4, 8, 12, 16, 32)
+
+
+def link_generation(text: str | None) -> int | None:
+    """The PCIe generation of a sysfs link speed (``"32.0 GT/s PCIe"`` → 5; ``"Unknown"`` → ``None``).
+
+    >>> link_generation("16.0 GT/s PCIe"), link_generation("8 GT/s"), link_generation("Unknown")
+    (4, 3, None)
+    """
+    m = _GT_S.match(text or "")
+    return _GEN_OF_RATE.get(float(m.group(1))) if m else None
+
+
+def _width(text: str | None) -> int | None:
+    value = _int(text)
+    return value if value in _WIDTHS else None  # 0 or 255 when the link is down / unknown
+
+
+def _pcie_link(dev_dir: Path) -> PcieLink | None:
+    link = PcieLink(
+        gen=link_generation(_read(dev_dir / "current_link_speed")),
+        width=_width(_read(dev_dir / "current_link_width")),
+        max_gen=link_generation(_read(dev_dir / "max_link_speed")),
+        max_width=_width(_read(dev_dir / "max_link_width")),
+    )
+    return link if link.known else None
+
+
 def _read_device(root: Path, link: Path) -> PciDevice:
     real = Path(os.path.realpath(link))
     rc, chain = _chain(real, Path(os.path.realpath(root / "sys" / "devices")))
@@ -163,6 +203,7 @@ def _read_device(root: Path, link: Path) -> PciDevice:
         local_cpus=cpus or None,
         root_complex=rc,
         chain=chain or (link.name,),
+        link=_pcie_link(link),
     )
 
 
@@ -212,6 +253,31 @@ def _bdf_of(device_link: Path) -> str | None:
     return name if _BDF.match(name) else None
 
 
+_IB_RATE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*Gb/sec")
+
+
+def _ib_rate_mbps(ib_dev: Path) -> int | None:
+    """Rate of the first ACTIVE port of an RDMA device (``"400 Gb/sec (4X NDR)"`` → 400000)."""
+    ports = ib_dev / "ports"
+    for port in sorted(ports.iterdir(), key=lambda p: _natural(p.name)) if ports.is_dir() else []:
+        state = _read(port / "state")
+        if state is not None and "ACTIVE" not in state:
+            continue  # a down port still reports a (default) rate
+        m = _IB_RATE.match(_read(port / "rate") or "")
+        if m:
+            return round(float(m.group(1)) * 1000)
+    return None
+
+
+def _net_speed_mbps(root: Path, netdevs: tuple[str, ...]) -> int | None:
+    """``/sys/class/net/<dev>/speed`` of the first netdev with a link (the kernel says -1 or fails otherwise)."""
+    for name in netdevs:
+        speed = _int(_read(root / "sys" / "class" / "net" / name / "speed"))
+        if speed is not None and speed > 0:
+            return speed
+    return None
+
+
 def _nics(root: Path) -> list[NicInfo]:
     netdevs: dict[str, list[str]] = {}
     net = root / "sys" / "class" / "net"
@@ -225,11 +291,13 @@ def _nics(root: Path) -> list[NicInfo]:
     for d in sorted(ib.iterdir(), key=lambda p: _natural(p.name)) if ib.is_dir() else []:
         bdf = _bdf_of(d / "device")
         if bdf:
-            out.append(NicInfo(d.name, bdf, True, tuple(netdevs.get(bdf, ()))))
+            nds = tuple(netdevs.get(bdf, ()))
+            rate = _ib_rate_mbps(d)
+            out.append(NicInfo(d.name, bdf, True, nds, rate if rate is not None else _net_speed_mbps(root, nds)))
             seen.add(bdf)
     for bdf, names in sorted(netdevs.items()):
         if bdf not in seen:
-            out.append(NicInfo(names[0], bdf, False, tuple(names)))
+            out.append(NicInfo(names[0], bdf, False, tuple(names), _net_speed_mbps(root, tuple(names))))
     return out
 
 
@@ -275,10 +343,11 @@ def probe(root: str | os.PathLike[str] = "/") -> SysfsFacts:
                 bus_id=g.bdf,
                 cpu_affinity=g.local_cpus,
                 numa_affinity=frozenset({g.numa_node}) if g.numa_node is not None else None,
+                pcie=g.link,
             )
             for i, g in enumerate(gpus)
         ],
-        [Nic(column=f"NIC{i}", device=n.name) for i, n in enumerate(rdma)],
+        [Nic(column=f"NIC{i}", device=n.name, rate_mbps=n.rate_mbps) for i, n in enumerate(rdma)],
         rows,
         source=SOURCE,
     )

@@ -15,10 +15,12 @@ DGX-1's hybrid cube-mesh, where the single 8-GPU NVLink island is not a clique.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from labeler.topology.links import ISLAND_LEVELS, LinkLevel
 from labeler.topology.model import Topology
 
-__all__ = ["components", "compute", "largest", "shape"]
+__all__ = ["components", "compute", "largest", "shape", "sizes_text"]
 
 
 def components(topo: Topology, level: LinkLevel, among: frozenset[int] | None = None) -> list[list[int]]:
@@ -82,16 +84,26 @@ def largest(topo: Topology, level: LinkLevel) -> int:
 def shape(topo: Topology, level: LinkLevel) -> str:
     """Island sizes at ``level``, largest first, joined by ``-`` (``4-4``, ``8``, ``2-2-2-2``).
 
-    Returns ``0`` for a node without GPUs. The string is always a valid label value.
+    Every GPU is in exactly one island, so the sizes add up to the GPU count
+    (a GPU without NVLink is an NVLink island of one). ``0`` for a node without
+    GPUs. The string is always a valid label value (see :func:`sizes_text`).
     """
-    sizes = sorted((len(g) for g in components(topo, level)), reverse=True)
-    if not sizes:
+    return sizes_text(len(g) for g in components(topo, level))
+
+
+def sizes_text(sizes: Iterable[int]) -> str:
+    """Sizes largest first joined by ``-`` (``4-4``, ``2-2-2-2``), a valid label value.
+
+    ``0`` for no GPU. Above 63 characters the run-length form (``40x1``) is used.
+
+    >>> sizes_text([2, 4, 2]), sizes_text([]), sizes_text([1] * 40)
+    ('4-2-2', '0', '40x1')
+    """
+    ordered = sorted(sizes, reverse=True)
+    if not ordered:
         return "0"
-    text = "-".join(str(s) for s in sizes)
+    text = "-".join(str(s) for s in ordered)
     if len(text) <= 63:
         return text
-    # Very wide hosts: run-length form "16x1" keeps the value inside 63 characters.
-    runs: list[str] = []
-    for size in sorted(set(sizes), reverse=True):
-        runs.append(f"{sizes.count(size)}x{size}")
+    runs = [f"{ordered.count(size)}x{size}" for size in sorted(set(ordered), reverse=True)]
     return "-".join(runs)[:63]

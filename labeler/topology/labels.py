@@ -1,4 +1,4 @@
-"""Label schema v1: node labels and annotations that describe a node's GPU topology.
+"""Label schema v2: node labels and annotations that describe a node's GPU topology.
 
 Why labels *and* an annotation. Labels are what the rest of Kubernetes can
 select on (nodeAffinity ``In``/``Gt``/``Lt``), so they hold small, readable
@@ -9,7 +9,9 @@ compact, versioned JSON annotation that the extender decodes back into a
 
 All keys live under one configurable prefix (default ``gputopo.io/``); a key is
 *ours* exactly when it starts with that prefix, which is how the publisher
-knows what it may change or remove. See ``docs/labels.md`` for the schema.
+knows what it may change or remove. See ``docs/labels.md`` for the schema and
+what changed from v1 (``numa-shape``/``island-numa`` now come from NUMA
+affinity; ``shape-*`` and ``numa-basis`` are new; the annotation is format v2).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from labeler.topology import islands, nic_locality, serialize
+from labeler.topology import islands, nic_locality, numa, serialize
 from labeler.topology.errors import CodecError
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
@@ -30,6 +32,7 @@ __all__ = [
     "ANNOTATION_TOPOLOGY",
     "DEFAULT_PREFIX",
     "LABEL_KEYS",
+    "READABLE_SCHEMAS",
     "SCHEMA_VERSION",
     "LabelSummary",
     "Status",
@@ -48,15 +51,24 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "gputopo.io/"
-SCHEMA_VERSION = "v1"
+SCHEMA_VERSION = "v2"
+#: schema versions :func:`decode_labels` reads (v1: written by agents before v2)
+READABLE_SCHEMAS = ("v1", "v2")
 
 
 class Status(enum.StrEnum):
     """Health of the node's topology labels.
 
-    ``ok``: fresh and complete. ``degraded``: published from partial or stale
-    data (a GPU fell off the bus, a probe failed and the last good labels were
-    kept). ``error``: nothing usable (no GPU found, every probe failed).
+    What each status publishes (``docs/labels.md``, "Status"):
+
+    ``ok``: the labels and the ``topology`` annotation describe the node as just
+    probed. ``degraded``: they describe the GPUs that work (a GPU that fell off
+    the bus is left out) or the last good probe (the latest one failed); usable,
+    with a ``status-reason``. ``error``: the agent cannot describe the node now
+    (no NVIDIA GPU or driver, or nothing was ever probed): only ``schema``,
+    ``status`` and ``status-reason`` are current; labels from an earlier probe are
+    kept (so node selectors do not flap through a driver restart) but are not to
+    be trusted, and the extender ignores the node's topology (fails open).
     """
 
     OK = "ok"
@@ -74,6 +86,10 @@ ISLAND_PCIE_SWITCH = "island-pcie-switch"
 ISLAND_HOST_BRIDGE = "island-host-bridge"
 ISLAND_NUMA = "island-numa"
 NUMA_SHAPE = "numa-shape"
+NUMA_BASIS = "numa-basis"
+SHAPE_NVLINK = "shape-nvlink"
+SHAPE_PCIE_SWITCH = "shape-pcie-switch"
+SHAPE_HOST_BRIDGE = "shape-host-bridge"
 NIC_COUNT = "nic-count"
 NIC_LOCALITY = "nic-locality"
 GPUDIRECT = "gpudirect"
@@ -83,12 +99,17 @@ TOPOLOGY_CLASS = "topology-class"
 ANNOTATION_TOPOLOGY = "topology"
 ANNOTATION_STATUS_REASON = "status-reason"
 
-#: island label → the loosest link level it admits
+#: link-island labels → the loosest link level a hop may have (NVLink hops count at every level);
+#: each pair is (largest-island key, shape key). NUMA groups are not link islands: see :mod:`numa`.
 ISLAND_LABEL_LEVELS: dict[str, LinkLevel] = {
     ISLAND_NVLINK: LinkLevel.NVLINK,
     ISLAND_PCIE_SWITCH: LinkLevel.PXB,
     ISLAND_HOST_BRIDGE: LinkLevel.PHB,
-    ISLAND_NUMA: LinkLevel.NODE,
+}
+SHAPE_LABEL_LEVELS: dict[str, LinkLevel] = {
+    SHAPE_NVLINK: LinkLevel.NVLINK,
+    SHAPE_PCIE_SWITCH: LinkLevel.PXB,
+    SHAPE_HOST_BRIDGE: LinkLevel.PHB,
 }
 
 LABEL_KEYS: tuple[str, ...] = (
@@ -97,7 +118,10 @@ LABEL_KEYS: tuple[str, ...] = (
     GPU_COUNT,
     NVLINK,
     *ISLAND_LABEL_LEVELS,
+    *SHAPE_LABEL_LEVELS,
+    ISLAND_NUMA,
     NUMA_SHAPE,
+    NUMA_BASIS,
     NIC_COUNT,
     NIC_LOCALITY,
     GPUDIRECT,
@@ -154,16 +178,26 @@ def topology_class(topo: Topology) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LabelSummary:
-    """What the v1 labels say, decoded (the round-trip target of :func:`encode`)."""
+    """What the labels say, decoded (the round-trip target of :func:`encode`).
 
+    Fields a v1 label set does not carry (the ``shape-*`` labels, ``numa-basis``)
+    are ``None`` when decoding v1; ``island_numa``/``numa_shape`` are ``None`` when
+    the NUMA grouping is unknown (the labels are then not published).
+    """
+
+    schema: str
     status: Status
     gpu_count: int
     nvlink: bool
     island_nvlink: int
     island_pcie_switch: int
     island_host_bridge: int
-    island_numa: int
-    numa_shape: str
+    shape_nvlink: str | None
+    shape_pcie_switch: str | None
+    shape_host_bridge: str | None
+    island_numa: int | None
+    numa_shape: str | None
+    numa_basis: numa.Basis | None
     nic_count: int
     nic_locality: LinkLevel | None
     gpudirect: bool
@@ -172,15 +206,21 @@ class LabelSummary:
 
 def summarize(topo: Topology, status: Status = Status.OK) -> LabelSummary:
     """The summary the labels of ``topo`` carry."""
+    groups = numa.group(topo)
     return LabelSummary(
+        schema=SCHEMA_VERSION,
         status=status,
         gpu_count=len(topo.gpus),
         nvlink=topo.has_nvlink,
         island_nvlink=islands.largest(topo, LinkLevel.NVLINK),
         island_pcie_switch=islands.largest(topo, LinkLevel.PXB),
         island_host_bridge=islands.largest(topo, LinkLevel.PHB),
-        island_numa=islands.largest(topo, LinkLevel.NODE),
-        numa_shape=islands.shape(topo, LinkLevel.NODE),
+        shape_nvlink=islands.shape(topo, LinkLevel.NVLINK),
+        shape_pcie_switch=islands.shape(topo, LinkLevel.PXB),
+        shape_host_bridge=islands.shape(topo, LinkLevel.PHB),
+        island_numa=groups.largest,
+        numa_shape=groups.shape,
+        numa_basis=groups.basis,
         nic_count=len(topo.nics),
         nic_locality=nic_locality.locality_class(topo),
         gpudirect=nic_locality.gpudirect(topo),
@@ -202,21 +242,25 @@ def encode(topo: Topology, *, prefix: str = DEFAULT_PREFIX, status: Status = Sta
     """
     s = summarize(topo, status)
     values = {
-        SCHEMA: SCHEMA_VERSION,
+        SCHEMA: s.schema,
         STATUS: s.status.value,
         GPU_COUNT: str(s.gpu_count),
         NVLINK: _bool(s.nvlink),
         ISLAND_NVLINK: str(s.island_nvlink),
         ISLAND_PCIE_SWITCH: str(s.island_pcie_switch),
         ISLAND_HOST_BRIDGE: str(s.island_host_bridge),
-        ISLAND_NUMA: str(s.island_numa),
+        SHAPE_NVLINK: s.shape_nvlink,
+        SHAPE_PCIE_SWITCH: s.shape_pcie_switch,
+        SHAPE_HOST_BRIDGE: s.shape_host_bridge,
+        ISLAND_NUMA: None if s.island_numa is None else str(s.island_numa),
         NUMA_SHAPE: s.numa_shape,
+        NUMA_BASIS: None if s.numa_basis is None else s.numa_basis.value,
         NIC_COUNT: str(s.nic_count),
         NIC_LOCALITY: "none" if s.nic_locality is None else s.nic_locality.slug,
         GPUDIRECT: _bool(s.gpudirect),
         TOPOLOGY_CLASS: s.topology_class,
     }
-    labels = {prefix + k: v for k, v in values.items()}
+    labels = {prefix + k: v for k, v in values.items() if v is not None}  # None: unknown, not published
     for key, value in labels.items():  # a broken invariant must fail loudly, not publish junk
         if not is_valid_label_key(key) or not is_valid_label_value(value):
             raise AssertionError(f"invalid label {key}={value!r}")
@@ -224,13 +268,12 @@ def encode(topo: Topology, *, prefix: str = DEFAULT_PREFIX, status: Status = Sta
 
 
 def encode_annotations(topo: Topology, *, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
-    """The full topology as one compact JSON annotation (``{prefix}topology``)."""
-    doc = serialize.to_dict(topo)
-    return {prefix + ANNOTATION_TOPOLOGY: json.dumps(doc, separators=(",", ":"), sort_keys=True)}
+    """The full topology as one compact JSON annotation (``{prefix}topology``, format v2)."""
+    return {prefix + ANNOTATION_TOPOLOGY: serialize.dumps(topo)}
 
 
 def status_labels(status: Status, *, prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
-    """The labels of a node we cannot describe (no GPU, every probe failed)."""
+    """The labels of a node we cannot describe (no GPU, every probe failed): schema and status."""
     return {prefix + SCHEMA: SCHEMA_VERSION, prefix + STATUS: status.value}
 
 
@@ -246,22 +289,33 @@ def _int(labels: dict[str, str], key: str) -> int:
         raise CodecError(f"label {key} missing or not an integer") from err
 
 
+def _opt_int(labels: dict[str, str], key: str) -> int | None:
+    return _int(labels, key) if key in labels else None
+
+
 def decode_labels(labels: dict[str, str], *, prefix: str = DEFAULT_PREFIX) -> LabelSummary | None:
-    """Read our labels back; ``None`` if the node carries no complete v1 label set."""
-    if labels.get(prefix + SCHEMA) != SCHEMA_VERSION or prefix + GPU_COUNT not in labels:
+    """Read our labels back (schema v1 or v2); ``None`` if the node carries no complete label set."""
+    schema = labels.get(prefix + SCHEMA)
+    if schema not in READABLE_SCHEMAS or prefix + GPU_COUNT not in labels:
         return None
     try:
         status = Status(labels.get(prefix + STATUS, ""))
         loc = labels.get(prefix + NIC_LOCALITY, "none")
+        basis = labels.get(prefix + NUMA_BASIS)
         return LabelSummary(
+            schema=str(schema),
             status=status,
             gpu_count=_int(labels, prefix + GPU_COUNT),
             nvlink=labels.get(prefix + NVLINK) == "true",
             island_nvlink=_int(labels, prefix + ISLAND_NVLINK),
             island_pcie_switch=_int(labels, prefix + ISLAND_PCIE_SWITCH),
             island_host_bridge=_int(labels, prefix + ISLAND_HOST_BRIDGE),
-            island_numa=_int(labels, prefix + ISLAND_NUMA),
-            numa_shape=labels.get(prefix + NUMA_SHAPE, ""),
+            shape_nvlink=labels.get(prefix + SHAPE_NVLINK),
+            shape_pcie_switch=labels.get(prefix + SHAPE_PCIE_SWITCH),
+            shape_host_bridge=labels.get(prefix + SHAPE_HOST_BRIDGE),
+            island_numa=_opt_int(labels, prefix + ISLAND_NUMA),
+            numa_shape=labels.get(prefix + NUMA_SHAPE),
+            numa_basis=None if basis is None else numa.Basis(basis),
             nic_count=_int(labels, prefix + NIC_COUNT),
             nic_locality=None if loc == "none" else LinkLevel.from_slug(loc),
             gpudirect=labels.get(prefix + GPUDIRECT) == "true",

@@ -10,16 +10,86 @@ source listed them). A cell is a :class:`~labeler.topology.links.Link` or
 ``None`` when the source did not say (e.g. NIC↔NIC when NIC columns were cut
 off). The constructor enforces the invariants every consumer relies on: the
 diagonal is ``X``, nothing else is ``X``, and the matrix is symmetric.
+
+Topology facts v2 (what the bandwidth model reads, each ``None`` = unknown):
+per GPU the architecture, CUDA compute capability, NVLink version and PCIe link
+(:class:`PcieLink`); per GPU pair the NVLink count (the ``NV#`` cell) and the
+P2P status (:attr:`Topology.p2p`, :class:`P2P`); per NIC the link rate. They
+are filled only from what a source reported (NVML, sysfs), never derived from a
+model name, so a topology read from `nvidia-smi topo -m` text leaves them unknown.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from labeler.topology.links import SELF, Link, LinkLevel
 
-__all__ = ["Gpu", "Nic", "Topology"]
+__all__ = ["P2P", "Gpu", "Nic", "PcieLink", "Topology"]
+
+
+class P2P(enum.StrEnum):
+    """Peer-to-peer status of a GPU pair, NVML's ``nvmlGpuP2PStatus_t`` in `nvidia-smi topo -p2p` spelling.
+
+    ``OK`` supported; ``CNS`` chipset not supported; ``GNS`` GPU not supported
+    (e.g. GeForce boards); ``TNS`` topology not supported; ``DIS`` disabled by
+    the driver's registry key; ``NS`` not supported. NVML's ``U`` (unknown) is
+    ``None`` in the model, like every other unknown fact.
+    """
+
+    OK = "OK"
+    CNS = "CNS"
+    GNS = "GNS"
+    TNS = "TNS"
+    DIS = "DIS"
+    NS = "NS"
+
+    @property
+    def works(self) -> bool:
+        return self is P2P.OK
+
+
+@dataclass(frozen=True, slots=True)
+class PcieLink:
+    """One GPU's PCIe link: generation (1-6) and lanes, as trained now and at most.
+
+    ``max_gen``/``max_width`` are what the GPU *and* its slot support (NVML's
+    ``nvmlDeviceGetMaxPcieLink*``, sysfs ``max_link_*``). ``gen``/``width`` are the
+    link as trained when probed: the generation drops at idle (power management)
+    and retrains under load, so the agent publishes :meth:`stable` (current
+    generation left out); a current width below the maximum is a training fault
+    and persists.
+    """
+
+    gen: int | None = None
+    width: int | None = None
+    max_gen: int | None = None
+    max_width: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("gen", "max_gen"):
+            v = getattr(self, name)
+            if v is not None and not 1 <= v <= 7:
+                raise ValueError(f"PCIe {name} {v} is not a PCIe generation")
+        for name in ("width", "max_width"):
+            v = getattr(self, name)
+            if v is not None and v not in (1, 2, 4, 8, 12, 16, 32):
+                raise ValueError(f"PCIe {name} x{v} is not a link width")
+
+    @property
+    def known(self) -> bool:
+        return any(v is not None for v in (self.gen, self.width, self.max_gen, self.max_width))
+
+    @property
+    def width_downtrained(self) -> bool:
+        """Trained at fewer lanes than the GPU and slot support (a reseat/riser problem)."""
+        return self.width is not None and self.max_width is not None and self.width < self.max_width
+
+    def stable(self) -> PcieLink:
+        """Without the current generation, which changes with power state (see class doc)."""
+        return self if self.gen is None else replace(self, gen=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +103,14 @@ class Gpu:
     cpu_affinity: frozenset[int] | None = None
     numa_affinity: frozenset[int] | None = None
     gpu_numa_id: int | None = None  # GH200/GB200: the GPU memory's own NUMA node
+    arch: str | None = None  # NVML architecture, lower case: "volta", "ampere", "hopper", "blackwell"...
+    cc: str | None = None  # CUDA compute capability "9.0" (tells GA100 "8.0" from GA102 "8.6")
+    nvlink_version: str | None = None  # NVLink version of its active links, "4.0" (NVML); None without NVLink
+    pcie: PcieLink | None = None
+
+    def __post_init__(self) -> None:
+        if self.pcie is not None and not self.pcie.known:
+            object.__setattr__(self, "pcie", None)  # all unknown is stored as "not reported"
 
     @property
     def numa_node(self) -> int | None:
@@ -48,6 +126,7 @@ class Nic:
 
     column: str  # "NIC0", or "mlx5_0" for old outputs that name columns by device
     device: str | None = None  # "mlx5_0", "mlx5_bond_0" from the NIC Legend
+    rate_mbps: int | None = None  # link rate (sysfs: InfiniBand port rate or netdev speed), Mb/s
 
     @property
     def name(self) -> str:
@@ -64,6 +143,8 @@ class Topology:
     links: tuple[tuple[Link | None, ...], ...]
     source: str = ""
     warnings: tuple[str, ...] = ()
+    #: P2P status per GPU pair by *position* in ``gpus`` (diagonal ``None``); ``()`` when no source said
+    p2p: tuple[tuple[P2P | None, ...], ...] = ()
     _pos: dict[int, int] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +162,16 @@ class Topology:
                     raise ValueError(f"X off the diagonal at ({i},{j})")
                 if a is not None and a.level is LinkLevel.NVLINK and (i >= len(self.gpus) or j >= len(self.gpus)):
                     raise ValueError("NVLink between a GPU and a NIC is not a thing nvidia-smi reports")
+        g = len(self.gpus)
+        if self.p2p:
+            if len(self.p2p) != g or any(len(row) != g for row in self.p2p):
+                raise ValueError(f"P2P matrix must be {g}x{g}")
+            for i in range(g):
+                if self.p2p[i][i] is not None:
+                    raise ValueError(f"GPU position {i}: P2P with itself must be None")
+                for j in range(i + 1, g):
+                    if self.p2p[i][j] != self.p2p[j][i]:
+                        raise ValueError(f"P2P matrix not symmetric at ({i},{j})")
         indices = [g.index for g in self.gpus]
         if len(set(indices)) != len(indices):
             raise ValueError(f"duplicate GPU index in {indices}")
@@ -96,9 +187,26 @@ class Topology:
         *,
         source: str = "",
         warnings: Sequence[str] = (),
+        p2p: Sequence[Sequence[P2P | None]] = (),
     ) -> Topology:
         """Build from any sequence-of-sequences matrix (lists are frozen to tuples)."""
-        return cls(tuple(gpus), tuple(nics), tuple(tuple(r) for r in rows), source, tuple(warnings))
+        frozen_p2p = tuple(tuple(r) for r in p2p)
+        if frozen_p2p and all(c is None for r in frozen_p2p for c in r):
+            frozen_p2p = ()  # all unknown is stored as "not reported"
+        return cls(
+            tuple(gpus), tuple(nics), tuple(tuple(r) for r in rows), source, tuple(warnings), frozen_p2p
+        )
+
+    def stable(self) -> Topology:
+        """This topology without facts that change with load (the current PCIe generation).
+
+        What the agent publishes: an annotation that changed with every idle/busy
+        transition would rewrite the Node object on every probe.
+        """
+        if not any(g.pcie is not None and g.pcie.gen is not None for g in self.gpus):
+            return self
+        gpus = tuple(replace(g, pcie=g.pcie.stable()) if g.pcie is not None else g for g in self.gpus)
+        return replace(self, gpus=gpus)
 
     # -- queries --------------------------------------------------------------------
     @property
@@ -111,6 +219,12 @@ class Topology:
     def gpu_link(self, a: int, b: int) -> Link | None:
         """Link between GPUs by GPU index (not position)."""
         return self.links[self._pos[a]][self._pos[b]]
+
+    def gpu_p2p(self, a: int, b: int) -> P2P | None:
+        """P2P status between GPUs by index; ``None`` when unknown (or a == b)."""
+        if not self.p2p:
+            return None
+        return self.p2p[self._pos[a]][self._pos[b]]
 
     def gpu_nic_link(self, gpu_index: int, nic_pos: int) -> Link | None:
         """Link between a GPU (by index) and the NIC at position ``nic_pos``."""

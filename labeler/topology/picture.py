@@ -1,15 +1,20 @@
-"""An SVG picture of a topology: the link matrix as a coloured grid, islands outlined.
+"""An SVG picture of a topology: the link matrix as a coloured grid, NUMA groups outlined.
 
 Why a picture: a person reads "GPUs 0-3 share a switch, 4-7 sit on the other
 socket" from colour blocks faster than from 144 tokens. The SVG is plain text
 (no plotting library), deterministic, and opens in any browser.
+
+GPUs are grouped by NUMA node exactly as the ``numa-shape`` label is
+(:func:`labeler.topology.numa.group`: from affinity, from link levels only where
+affinity is unknown, and the picture says which). Each GPU's row is tagged with
+its group; groups whose GPUs are adjacent are also outlined.
 """
 
 from __future__ import annotations
 
 from html import escape
 
-from labeler.topology import islands
+from labeler.topology import numa, serialize
 from labeler.topology.links import Link, LinkLevel
 from labeler.topology.model import Topology
 
@@ -41,7 +46,13 @@ def render_svg(topo: Topology, *, title: str = "") -> str:
     """The matrix as an SVG document (GPUs then NICs), with NUMA-level islands outlined."""
     names = [f"GPU{g.index}" for g in topo.gpus] + [n.name for n in topo.nics]
     n = len(names)
-    left, top = 90, 100
+    groups = numa.group(topo)
+    basis = {
+        numa.Basis.AFFINITY: "GPUs of one NUMA node (from NUMA/CPU affinity)",
+        numa.Basis.LINKS: "GPUs of one NUMA node (affinity unknown for some: from PCIe link levels)",
+        numa.Basis.UNKNOWN: "none: NUMA placement unknown (no affinity, links do not settle it)",
+    }[groups.basis]
+    left, top = 130, 100
     width = left + n * _CELL + 190
     height = max(top + n * _CELL + 30, top + 8 * 24 + 30)
     out = [
@@ -49,11 +60,19 @@ def render_svg(topo: Topology, *, title: str = "") -> str:
         f'font-family="sans-serif" font-size="11">',
         f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
         f'<text x="10" y="20" font-size="14" font-weight="bold">{escape(title or topo.source or "topology")}</text>',
-        f'<text x="10" y="38">{len(topo.gpus)} GPUs, {len(topo.nics)} NICs; outlines: GPU islands at NUMA level</text>',
+        f'<text x="10" y="38">{len(topo.gpus)} GPUs, {len(topo.nics)} NICs; outlines: {escape(basis)}</text>',
     ]
+    tags: dict[int, str] = {}
+    for k, group in enumerate(groups.groups or ()):
+        node = groups.nodes[k]
+        tag = f"N{serialize.format_cpulist(node)}" if node is not None else f"G{k}"
+        for g in group:
+            tags[g] = tag
     for i, name in enumerate(names):
         y = top + i * _CELL + _CELL / 2 + 4
-        out.append(f'<text x="{left - 6}" y="{y}" text-anchor="end">{escape(name)}</text>')
+        gtag = tags.get(topo.gpus[i].index) if i < len(topo.gpus) else None
+        shown = f"{name} · {gtag}" if gtag else name
+        out.append(f'<text x="{left - 6}" y="{y}" text-anchor="end">{escape(shown)}</text>')
         x = left + i * _CELL + _CELL / 2
         out.append(
             f'<text x="{x}" y="{top - 6}" transform="rotate(-45 {x} {top - 6})">{escape(name[:14])}</text>'
@@ -73,7 +92,7 @@ def render_svg(topo: Topology, *, title: str = "") -> str:
                 f'fill="{_ink(link)}">{escape(label)}</text>'
             )
     pos = {g.index: p for p, g in enumerate(topo.gpus)}
-    for group in islands.components(topo, LinkLevel.NODE):
+    for group in groups.groups or ():
         ps = sorted(pos[g] for g in group)
         if ps == list(range(ps[0], ps[-1] + 1)):  # outline contiguous groups only
             x, y = left + ps[0] * _CELL, top + ps[0] * _CELL

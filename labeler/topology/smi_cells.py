@@ -41,6 +41,11 @@ AFFINITY_KINDS = {"cpu": "CPU Affinity", "numa": "NUMA Affinity", "gpu_numa": "G
 # CSI sequences (colours, cursor moves), OSC strings (titles, hyperlinks) and
 # two-character escapes. A bare ESC left over is dropped too.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+# What is left of an SGR sequence (bold, underline, colours: ``ESC[4m``) when the ESC byte was
+# lost on the way (issue trackers, chat, some terminals' copy), or shown in caret or escape
+# notation (``^[[4m`` from `cat -v`, ``\e[0m``). `nvidia-smi topo -m` writes ``ESC[4m … ESC[0m``
+# around its header even into a file, and its text never holds a ``[``, so these are safe to drop.
+_SGR_REMNANT = re.compile(r"(?:\^\[|\\e|\\033|\\x1b)?\[[0-9;]{0,16}m")
 _COMMENT = re.compile(r"^(?:[ \t]*#+)+")
 
 #: Upper bounds for ids. Linux caps CPUs at 8192 (NR_CPUS) and NUMA nodes at
@@ -83,11 +88,12 @@ def clean_line(line: str) -> str:
     The result keeps every other character (tabs included) so columns can still
     be split on whitespace; line numbers are never changed by cleaning.
 
-    >>> clean_line("#GPU0\\x1b[1m X \\x1b[0m\\r")
-    'GPU0 X '
+    >>> clean_line("#GPU0\\x1b[1m X \\x1b[0m\\r"), clean_line("\\t[4mGPU0\\tCPU Affinity[0m")
+    ('GPU0 X ', '\\tGPU0\\tCPU Affinity')
     """
     line = line.rstrip("\r")
     line = _ANSI.sub("", line).replace("\x1b", "")
+    line = _SGR_REMNANT.sub("", line)
     return _COMMENT.sub("", line)
 
 
@@ -231,7 +237,7 @@ _HEADER_WORD = re.compile(
     r"\s*(?:"  # \s: web copies turn gaps into no-break spaces
     r"(?P<aff>CPU\s*Affinity|NUMA\s*Affinity|GPU\s*NUMA\s*ID)"
     r"|(?P<ep>(?:GPU|NIC)\d{1,5})(?!\d)"
-    r"|(?P<dev>[a-z][a-z0-9_]*[0-9])(?=\s|$)"
+    r"|(?P<dev>[A-Za-z][A-Za-z0-9_]*[0-9])(?=\s|$)"  # device-named NIC columns: mlx5_0, hfi1_0, HFI0
     r")"
 )
 

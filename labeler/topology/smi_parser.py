@@ -10,8 +10,10 @@ leaves it unknown (``None`` plus a warning in ``Topology.warnings``) or raises
 What it accepts, because real pasted outputs look like that (see
 ``tests/golden/INDEX.md`` for the per-file record):
 
-* noise around the matrix: banners, command lines, ANSI escapes, ``#`` comment
+* noise around the matrix: banners, command lines, ANSI escapes (also what is
+  left of them when the ESC byte was lost: ``[4m … [0m``), ``#`` comment
   prefixes, any indentation, tabs or spaces of any width, blank lines;
+* NIC columns named by device, in any case (``mlx5_0``, ``hfi1_0``, ``HFI0``);
 * cells fused by tab expansion (``NODENODE``, ``NIC8NIC9`` in the header): the
   link tokens are a closed set, so a split is checked to be unique;
 * a whole output collapsed onto one line: row labels (``GPU3``, ``NIC0``,
@@ -46,7 +48,7 @@ __all__ = ["parse"]
 _TOKEN = re.compile(r"\S+")
 _GPU_AT = re.compile(r"(?<!\S)GPU\d")
 _LABEL = re.compile(r"(?:GPU|NIC)\d{1,5}")
-_DEVICE_WORD = re.compile(r"[a-z][a-z0-9_]*[0-9]")
+_DEVICE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*[0-9]")
 _LEGEND_ENTRY = re.compile(r"(?<![\w])(NIC\d{1,5})[ \t]*:[ \t]*(\S+)")
 _DEVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*[0-9]")
 _END_WORDS = frozenset({"Legend:", "Legend"})

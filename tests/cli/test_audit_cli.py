@@ -34,7 +34,12 @@ def test_audit_json_contract_h100_dualport_nics() -> None:
     assert doc["labels"]["gputopo.io/nic-locality"] == "node"
     assert doc["labels"]["gputopo.io/gpudirect"] == "false"
     assert doc["labels"]["gputopo.io/island-nvlink"] == "8"
+    assert doc["labels"]["gputopo.io/numa-shape"] == "4-4"  # NUMA Affinity 0 for GPU0-3, 1 for GPU4-7
+    assert doc["numa"] == {"basis": "affinity", "groups": [[0, 1, 2, 3], [4, 5, 6, 7]], "nodes": ["0", "1"]}
     assert set(doc["annotations"]) == {"gputopo.io/topology"}
+    assert doc["topology"]["v"] == 2
+    assert all(f["severity"] in ("info", "warning", "error") for f in doc["findings"])
+    assert doc["warnings"] == [f["message"] for f in doc["findings"] if f["severity"] != "info"]
 
 
 def test_audit_reads_stdin_and_prints_tables() -> None:
@@ -42,7 +47,8 @@ def test_audit_reads_stdin_and_prints_tables() -> None:
     res = run("audit", "-", stdin=text)
     assert res.returncode == 0, res.stderr
     assert "Islands" in res.stdout and "gputopo.io/numa-shape" in res.stdout
-    assert "cross sockets (SYS)" in res.stdout
+    # one line for the two NUMA groups, not one per GPU pair (rich may wrap the line)
+    assert " ".join(res.stdout.split()).count("cross NUMA nodes (SYS, 16 GPU pairs)") == 1
 
 
 def test_audit_parse_error_exits_2_naming_the_line(tmp_path: Path) -> None:

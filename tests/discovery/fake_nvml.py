@@ -35,6 +35,7 @@ _P2P_CONST = {
     "TNS": pynvml.NVML_P2P_STATUS_IOH_TOPOLOGY_NOT_SUPPORTED,
     "DIS": pynvml.NVML_P2P_STATUS_DISABLED_BY_REGKEY,
     "NS": pynvml.NVML_P2P_STATUS_NOT_SUPPORTED,
+    "U": pynvml.NVML_P2P_STATUS_UNKNOWN,
 }
 
 
@@ -156,6 +157,18 @@ class FakeNvml:
         words[g.numa // 64] |= 1 << (g.numa % 64)
         return words
 
+    def nvmlDeviceGetArchitecture(self, h: _Handle) -> int:
+        g = self._gpu(h)
+        if g.arch is None:
+            raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return int(getattr(pynvml, f"NVML_DEVICE_ARCH_{g.arch}"))
+
+    def nvmlDeviceGetCudaComputeCapability(self, h: _Handle) -> tuple[int, int]:
+        g = self._gpu(h)
+        if g.cc is None:
+            raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return (int(g.cc[0]), int(g.cc[1]))  # pynvml returns (major.value, minor.value)
+
     def nvmlDeviceGetNumaNodeId(self, h: _Handle) -> int:
         self._gpu(h)
         raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)  # x86 PCIe/SXM: GPU memory is not a NUMA node
@@ -209,6 +222,13 @@ class FakeNvml:
     def nvmlDeviceGetNvLinkRemotePciInfo(self, h: _Handle, link: int) -> SimpleNamespace:
         remote = self._link(h, link).removeprefix("sw:")
         return SimpleNamespace(busId=_nvml_bus_id(remote))
+
+    def nvmlDeviceGetNvLinkVersion(self, h: _Handle, link: int) -> int:
+        self._link(h, link)
+        version = self.machine.gpus[h.index].nvlink_version
+        if version is None:
+            raise _err(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return int(getattr(pynvml, f"NVML_NVLINK_VERSION_{version}"))
 
     def nvmlDeviceGetNvLinkRemoteDeviceType(self, h: _Handle, link: int) -> int:
         remote = self._link(h, link)

@@ -77,6 +77,9 @@ class GpuRow:
     nvlinks: tuple[str, ...] = ()  # remote bdf per NVLink, "sw:" prefix for an NVSwitch
     mig: tuple[int, int] | None = None  # (current, pending); None: not MIG-capable
     mig_uuids: tuple[str, ...] = ()
+    arch: str | None = None  # pynvml constant name suffix: "AMPERE" -> NVML_DEVICE_ARCH_AMPERE; None: not supported
+    cc: tuple[int, int] | None = None  # CUDA compute capability; None: not supported
+    nvlink_version: str | None = None  # "3_0" -> NVML_NVLINK_VERSION_3_0 for every active link
 
     @property
     def uuid(self) -> str:
@@ -89,6 +92,8 @@ class NicRow:
     bdf: str
     netdevs: tuple[str, ...]
     rdma: bool = True
+    ib_rate: str | None = None  # /sys/class/infiniband/<name>/ports/1/rate, e.g. "200 Gb/sec (4X HDR)"
+    speed: str | None = None  # /sys/class/net/<netdev>/speed in Mb/s ("-1" when the link is down)
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,7 @@ _L40S_PCI = (
 L40S_8X = Machine(
     name="l40s-8x-2socket-4switch",
     gpus=tuple(
-        GpuRow(bdf, "NVIDIA L40S", 0 if i < 4 else 1, _S0 if i < 4 else _S1)
+        GpuRow(bdf, "NVIDIA L40S", 0 if i < 4 else 1, _S0 if i < 4 else _S1, arch="ADA", cc=(8, 9))
         for i, bdf in enumerate(
             (
                 "0000:18:00.0",
@@ -165,11 +170,12 @@ L40S_8X = Machine(
         )
     ),
     nics=(
-        NicRow("mlx5_0", "0000:1a:00.0", ("ens1np0",)),
-        NicRow("mlx5_1", "0000:3c:00.0", ("ens2np0",)),
-        NicRow("mlx5_2", "0000:9c:00.0", ("ens3np0",)),
-        NicRow("mlx5_3", "0000:bc:00.0", ("ens4np0",)),
-        NicRow("eno1", "0000:01:00.0", ("eno1",), rdma=False),
+        # ConnectX-7 in Ethernet (RoCE) mode: an RDMA device whose port rate is the 400GbE link
+        NicRow("mlx5_0", "0000:1a:00.0", ("ens1np0",), ib_rate="400 Gb/sec (4X NDR)", speed="400000"),
+        NicRow("mlx5_1", "0000:3c:00.0", ("ens2np0",), ib_rate="400 Gb/sec (4X NDR)", speed="400000"),
+        NicRow("mlx5_2", "0000:9c:00.0", ("ens3np0",), ib_rate="400 Gb/sec (4X NDR)", speed="400000"),
+        NicRow("mlx5_3", "0000:bc:00.0", ("ens4np0",), ib_rate="400 Gb/sec (4X NDR)", speed="400000"),
+        NicRow("eno1", "0000:01:00.0", ("eno1",), rdma=False, speed="10000"),
     ),
     numa={0: (_S0, 527939620), 1: (_S1, 528333968)},
     pci=_L40S_PCI,
@@ -262,13 +268,22 @@ DGX_A100 = Machine(
             pcie=(4, 4, 16, 16),
             nvlinks=tuple(f"sw:{_SWITCHES[link // 2]}" for link in range(12)),
             mig=(0, 0),
+            arch="AMPERE",
+            cc=(8, 0),
+            nvlink_version="3_0",
         )
         for bdf in _DGX_GPU_BDFS
     ),
     nics=(
-        *(NicRow(f"mlx5_{i}", bdf, (f"ibp{int(bdf[5:7], 16)}s0",)) for i, bdf in enumerate(_DGX_NIC_BDFS)),
-        NicRow("mlx5_8", "0000:e1:00.0", ("enp225s0f0",)),
-        NicRow("mlx5_9", "0000:e1:00.1", ("enp225s0f1",)),
+        # compute fabric: HDR InfiniBand; mlx5_7's port is down (no rate is taken from a down port)
+        *(
+            NicRow(f"mlx5_{i}", bdf, (f"ibp{int(bdf[5:7], 16)}s0",),
+                   ib_rate="200 Gb/sec (4X HDR)" if i != 7 else None)
+            for i, bdf in enumerate(_DGX_NIC_BDFS)
+        ),
+        # storage: dual-port 100GbE ConnectX-6 (RoCE); port 2 has no link (speed -1)
+        NicRow("mlx5_8", "0000:e1:00.0", ("enp225s0f0",), speed="100000"),
+        NicRow("mlx5_9", "0000:e1:00.1", ("enp225s0f1",), speed="-1"),
     ),
     numa={n: (_numa_cpus(n), 131899148) for n in range(8)},
     pci=_DGX_PCI,

@@ -26,13 +26,22 @@ def _write(path: Path, text: str) -> None:
     path.write_text(text + "\n")
 
 
-def _ids(d: Path, ids: tuple[int, int, int], numa: int, cpus: str) -> None:
+#: (max_link_speed, max_link_width) the kernel shows per device class: GPUs and ConnectX are Gen4/Gen5 x16
+_LINK = {0x0302: ("16.0 GT/s PCIe", "16"), 0x0207: ("16.0 GT/s PCIe", "16"), 0x0604: ("16.0 GT/s PCIe", "16")}
+
+
+def _ids(d: Path, ids: tuple[int, int, int], numa: int, cpus: str, link: tuple[str, str] | None = None) -> None:
     vendor, device, cls = ids
     _write(d / "vendor", f"0x{vendor:04x}")
     _write(d / "device", f"0x{device:04x}")
     _write(d / "class", f"0x{cls:06x}")
     _write(d / "numa_node", str(numa))
     _write(d / "local_cpulist", cpus)
+    speed_width = link or _LINK.get(cls >> 8)
+    if speed_width is not None:  # PCIe functions have these; legacy/virtual ones do not
+        for prefix in ("current", "max"):
+            _write(d / f"{prefix}_link_speed", speed_width[0])
+            _write(d / f"{prefix}_link_width", speed_width[1])
 
 
 def _link(link: Path, target: Path) -> None:
@@ -41,7 +50,7 @@ def _link(link: Path, target: Path) -> None:
         link.symlink_to(os.path.relpath(target, link.parent))
 
 
-def add_pci(root: Path, fn: PciFn, cpus: str) -> Path:
+def add_pci(root: Path, fn: PciFn, cpus: str, link: tuple[str, str] | None = None) -> Path:
     """Create one function and the bridges above it; return its directory."""
     devices = root / "sys" / "devices"
     parts = fn.path.split("/")
@@ -52,9 +61,14 @@ def add_pci(root: Path, fn: PciFn, cpus: str) -> Path:
         is_leaf = depth == len(parts) - 2
         if not (d / "class").exists():
             ids = fn.ids if is_leaf else (fn.bridge_ids[depth] if depth < len(fn.bridge_ids) else (0x8086, 0, 0x060400))
-            _ids(d, ids, fn.numa, cpus)
+            _ids(d, ids, fn.numa, cpus, link if is_leaf else None)
         _link(root / "sys" / "bus" / "pci" / "devices" / part, d)
     return d
+
+
+#: PCIe generation -> the kernel's link speed text (drivers/pci/pci-sysfs.c: pci_speed_string)
+_SPEED = {1: "2.5 GT/s PCIe", 2: "5.0 GT/s PCIe", 3: "8.0 GT/s PCIe", 4: "16.0 GT/s PCIe", 5: "32.0 GT/s PCIe",
+          6: "64.0 GT/s PCIe"}
 
 
 def build(root: Path, machine: Machine) -> Path:
@@ -66,8 +80,14 @@ def build(root: Path, machine: Machine) -> Path:
             f"Node {node} MemTotal:       {mem} kB\nNode {node} MemFree:        {mem // 2} kB",
         )
     dirs: dict[str, Path] = {}
+    gpu_links = {g.bdf: g.pcie for g in machine.gpus}
     for fn in machine.pci:
-        dirs[fn.bdf] = add_pci(root, fn, machine.numa[fn.numa][0])
+        pcie = gpu_links.get(fn.bdf)  # the GPU's link as NVML reports it: (curr gen, max gen, curr width, max width)
+        link = None if pcie is None else (_SPEED[pcie[1]], str(pcie[3]))
+        dirs[fn.bdf] = add_pci(root, fn, machine.numa[fn.numa][0], link)
+        if pcie is not None:
+            _write(dirs[fn.bdf] / "current_link_speed", _SPEED[pcie[0]])
+            _write(dirs[fn.bdf] / "current_link_width", str(pcie[2]))
     for nic in machine.nics:
         pci_dir = dirs[nic.bdf]
         if nic.rdma:
@@ -75,11 +95,16 @@ def build(root: Path, machine: Machine) -> Path:
             ib.mkdir(parents=True, exist_ok=True)
             _link(ib / "device", pci_dir)
             _link(root / "sys/class/infiniband" / nic.name, ib)
+            active = nic.ib_rate is not None
+            _write(ib / "ports/1/state", "4: ACTIVE" if active else "1: DOWN")
+            _write(ib / "ports/1/rate", nic.ib_rate or "10 Gb/sec (4X SDR)")  # a down port still shows a rate
         for netdev in nic.netdevs:
             nd = pci_dir / "net" / netdev
             nd.mkdir(parents=True, exist_ok=True)
             _link(nd / "device", pci_dir)
             _link(root / "sys/class/net" / netdev, nd)
+            if nic.speed is not None:
+                _write(nd / "speed", nic.speed)
     lo = root / "sys/devices/virtual/net/lo"
     lo.mkdir(parents=True, exist_ok=True)
     _link(root / "sys/class/net/lo", lo)

@@ -16,7 +16,10 @@ from sysfs_tree import move_device
 
 from labeler.discovery import local
 from labeler.discovery.smi import RunOutput
+from labeler.topology import report as topo_report
 from labeler.topology.errors import NoGpuError
+from labeler.topology.findings import Severity
+from labeler.topology.model import P2P, PcieLink
 
 HAS_NVIDIA = (
     Path("/dev/nvidiactl").exists()
@@ -60,6 +63,15 @@ def test_gpus_on_the_bus_without_a_driver(tmp_path: Path) -> None:
         )
 
 
+#: the NIC rates sysfs gives for the modelled machines (machines.py): ConnectX-7 ports ACTIVE at 400 Gb/s;
+#: DGX A100 HDR ports at 200 Gb/s except mlx5_7 (port DOWN, no netdev speed: unknown), the storage card by
+#: its netdev speed (100000 Mb/s), mlx5_9 "-1" (no link: unknown)
+NIC_RATES = {
+    "l40s-8x-2socket-4switch": {f"mlx5_{i}": 400000 for i in range(4)},
+    "dgx-a100": {**{f"mlx5_{i}": 200000 for i in range(7)}, "mlx5_7": None, "mlx5_8": 100000, "mlx5_9": None},
+}
+
+
 @pytest.mark.parametrize("machine", [L40S_8X, DGX_A100], ids=["l40s", "dgx-a100"])
 def test_all_sources_on_a_healthy_server(machine: Machine, tmp_path: Path) -> None:
     facts = local.probe_local(
@@ -68,8 +80,13 @@ def test_all_sources_on_a_healthy_server(machine: Machine, tmp_path: Path) -> No
     assert not facts.degraded and facts.source_errors == {}
     assert tokens(facts.topology) == tokens(smi_topology(machine))
     report = local.render_report(facts)
-    assert report[0] == "sources: nvml, nvidia-smi, sysfs"
-    assert not any(line.startswith(("conflict", "GPU")) for line in report)
+    assert report[0].message == "sources: nvml, nvidia-smi, sysfs"
+    assert all(f.severity is Severity.INFO for f in report)  # a healthy server: provenance, nothing to act on
+    topo = facts.topology
+    assert all(g.arch == machine.gpus[0].arch.lower() for g in topo.gpus)  # type: ignore[union-attr]
+    assert all(g.pcie == PcieLink(4, 16, 4, 16) for g in topo.gpus)  # NVML Gen4 x16 (sysfs agrees: no conflict)
+    assert topo.p2p and all(topo.gpu_p2p(a, b) is P2P.OK for a, b, _ in topo.gpu_pairs())
+    assert {n.device: n.rate_mbps for n in topo.nics} == NIC_RATES[machine.name]
 
 
 def test_report_names_every_problem(tmp_path: Path) -> None:
@@ -81,16 +98,21 @@ def test_report_names_every_problem(tmp_path: Path) -> None:
     move_device(root, "0000:0f:00.0", "pci0000:40/0000:40:01.1/0000:41:00.0/0000:42:0c.0/0000:4f:00.0/0000:50:00.0")
     facts = local.probe_local(nvml_module=FakeNvml(machine, lost_after={5: 4}), runner=no_smi, sysfs_root=root)
     assert facts.degraded
-    report = local.render_report(facts)
-    text = "\n".join(report)
-    assert report[0] == "sources: nvml, sysfs (DEGRADED)"
-    assert "source nvidia-smi unavailable: not found on PATH" in report
+    found = local.render_report(facts)
+    said = {(f.severity, f.message) for f in found}
+    text = "\n".join(f.message for f in found)
+    assert found[0].message == "sources: nvml, sysfs" and found[0].severity is Severity.INFO
+    assert (Severity.WARNING, "probe DEGRADED: a GPU is unusable or a source failed") in said
+    assert (Severity.INFO, "source nvidia-smi unavailable: not found on PATH") in said  # not installed: expected
     assert "GPU5 at 0000:90:00.0 is lost" in text
-    assert "GPU2 PCIe trained down: x8 of x16, Gen4 of Gen4" in report
-    assert "P2P not available for 1 of 21 GPU pairs: GPU0-GPU4 read=CNS write=CNS" in report
-    assert "GPU6 MIG enabled, 1 MIG device(s)" in report
-    assert any(line.startswith("conflict: GPU0-GPU1: pcie-level disagrees (nvml=PXB, sysfs=NODE)") for line in report)
+    assert (Severity.INFO, "GPU6 MIG enabled, 1 MIG device(s)") in said
     assert 5 not in facts.topology.gpu_indices
+    # PCIe training, P2P and source conflicts are facts of the merged topology, reported from it per cause
+    doc = topo_report.build(facts.topology, extra=found)
+    assert "GPU2: PCIe link trained at x8 of x16: reseat the card or check the riser/slot" in doc["warnings"]
+    assert [w for w in doc["warnings"] if w.startswith("P2P")] == ["P2P unavailable for GPU0↔GPU4 (NVML: CNS)"]
+    assert any(w.startswith("GPU0-GPU1: pcie-level disagrees (nvml=PXB, sysfs=NODE)") for w in doc["warnings"])
+    assert "sources: nvml, sysfs" in doc["info"] and "sources: nvml, sysfs" not in doc["warnings"]
 
 
 def test_only_sysfs_enabled_still_needs_a_driver(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from machines import DGX_A100, L40S_8X, MACHINES, Machine, with_gpu
 from labeler.discovery import nvml
 from labeler.discovery.facts import Health, Severity
 from labeler.topology.errors import NoGpuError, ProbeError
+from labeler.topology.model import P2P, PcieLink
 from labeler.topology.serialize import parse_cpulist
 
 CPUS = {L40S_8X.name: 192, DGX_A100.name: 256}
@@ -154,6 +155,37 @@ def test_p2p_status_names_and_the_read_index_quirk() -> None:
     _, res = run(machine)
     got = {(p.a, p.b): p.read for p in res.p2p if p.read != "OK"}
     assert got == {(0, 4): "CNS", (1, 7): "TNS", (2, 3): "DIS"}
+
+
+def test_v2_facts_from_nvml() -> None:
+    """Architecture, compute capability, NVLink version, PCIe link and P2P per pair reach the topology."""
+    _, dgx = run(DGX_A100)
+    assert {(g.arch, g.cc, g.nvlink_version) for g in dgx.topology.gpus} == {("ampere", "8.0", "3.0")}
+    assert {g.pcie for g in dgx.topology.gpus} == {PcieLink(4, 16, 4, 16)}
+    assert all(dgx.topology.gpu_p2p(a, b) is P2P.OK for a, b, _ in dgx.topology.gpu_pairs())
+    _, l40s = run(L40S_8X)
+    assert {(g.arch, g.cc, g.nvlink_version) for g in l40s.topology.gpus} == {("ada", "8.9", None)}  # no NVLink
+
+
+def test_p2p_matrix_keeps_the_reason_and_unknown() -> None:
+    from dataclasses import replace
+
+    machine = replace(L40S_8X, p2p={(0, 4): "CNS", (1, 7): "U", (2, 3): "GNS"})
+    _, res = run(machine)
+    topo = res.topology
+    assert (topo.gpu_p2p(0, 4), topo.gpu_p2p(4, 0), topo.gpu_p2p(2, 3)) == (P2P.CNS, P2P.CNS, P2P.GNS)
+    assert topo.gpu_p2p(1, 7) is None  # NVML's U (unknown) stays unknown
+    assert topo.gpu_p2p(0, 1) is P2P.OK and topo.gpu_p2p(3, 3) is None
+
+
+def test_facts_a_driver_does_not_support_stay_unknown() -> None:
+    """Older drivers: no architecture/compute capability; a VM reporting PCIe width 0: unknown, not x0."""
+    machine = with_gpu(with_gpu(L40S_8X, 1, arch=None, cc=None), 2, pcie=(4, 4, 0, 16))
+    _, res = run(machine)
+    g1, g2 = res.topology.gpu(1), res.topology.gpu(2)
+    assert (g1.arch, g1.cc) == (None, None) and g1.name == "NVIDIA L40S"  # never derived from the name
+    assert g2.pcie == PcieLink(gen=4, width=None, max_gen=4, max_width=16)
+    assert not [f for f in res.findings if f.gpu == 2]  # an unknown width is not "trained at x0"
 
 
 def test_mig_mode_and_mig_uuids() -> None:

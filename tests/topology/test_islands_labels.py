@@ -1,4 +1,8 @@
-"""Islands, NIC locality and the v1 label schema, table-driven over named machines."""
+"""Islands, NIC locality and the v2 label schema, table-driven over named machines.
+
+The corpus machines (real `nvidia-smi topo -m` outputs) are in
+``test_labels_real_machines.py``; these are the factories of ``factories.py``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from hypothesis import strategies as st
 from labeler.topology import allocation, islands, labels, nic_locality, serialize
 from labeler.topology.errors import CodecError
 from labeler.topology.links import Link, LinkLevel
-from labeler.topology.model import Gpu, Nic, Topology
+from labeler.topology.model import P2P, Gpu, Nic, PcieLink, Topology
 
 L = LinkLevel
 
@@ -68,8 +72,10 @@ def test_islands_nest(factory) -> None:  # type: ignore[no-untyped-def]
 
 
 LABEL_CASES = [
-    # DGX-1: one NVLink island of 8 (cube-mesh) -> all island labels 8, shape "8"; the only NIC is
-    # PIX to GPU2/3, NODE to GPU0/1 and SYS to GPU4-7 -> worst best-level = sys, no gpudirect.
+    # DGX-1: one NVLink island of 8 (cube-mesh) -> every link-island label 8, shape "8" (NVLink hops count at
+    # the PCIe levels); GPU0-3 on NUMA 0, GPU4-7 on NUMA 1 -> numa-shape 4-4 from affinity (v1 said 8: NVLink
+    # was taken as "better than NODE"). The only NIC is PIX to GPU2/3, NODE to GPU0/1 and SYS to GPU4-7 ->
+    # worst best-level = sys, no gpudirect.
     (
         "dgx1_v100",
         factories.dgx1_v100,
@@ -77,8 +83,12 @@ LABEL_CASES = [
             "gpu-count": "8",
             "nvlink": "true",
             "island-nvlink": "8",
+            "shape-nvlink": "8",
             "island-pcie-switch": "8",
-            "numa-shape": "8",
+            "shape-pcie-switch": "8",
+            "island-numa": "4",
+            "numa-shape": "4-4",
+            "numa-basis": "affinity",
             "nic-count": "1",
             "nic-locality": "sys",
             "gpudirect": "false",
@@ -91,37 +101,63 @@ LABEL_CASES = [
         {
             "nvlink": "false",
             "island-nvlink": "0",
+            "shape-nvlink": "1-1-1-1-1-1-1-1",
             "island-pcie-switch": "2",
+            "shape-pcie-switch": "2-2-2-2",
             "island-host-bridge": "2",
+            "shape-host-bridge": "2-2-2-2",
             "island-numa": "4",
             "numa-shape": "4-4",
+            "numa-basis": "affinity",
             "nic-count": "4",
             "nic-locality": "pix",
             "gpudirect": "true",
         },
     ),
-    # Bridge pairs: NVLink islands of 2, NODE islands of 4.
+    # Bridge pairs: NVLink islands of 2; GPUs 0-3 on NUMA 0, 4-7 on NUMA 1.
     (
         "bridge_pairs",
         factories.nvlink_bridge_pairs_8x,
         {
             "nvlink": "true",
             "island-nvlink": "2",
+            "shape-nvlink": "2-2-2-2",
+            "shape-pcie-switch": "2-2-2-2",
             "island-numa": "4",
             "numa-shape": "4-4",
+            "numa-basis": "affinity",
             "nic-count": "0",
             "nic-locality": "none",
             "gpudirect": "false",
         },
     ),
-    # 16 PCIe: PIX pairs, PHB quads, NODE eights -> shape 8-8.
+    # 16 PCIe, no affinity in the factory: PIX pairs, PHB quads; NUMA from links: NODE joins eights, SYS
+    # separates them -> 8-8, and the basis label says it came from links.
     (
         "pcie16",
         factories.pcie_16x_8switch,
-        {"island-pcie-switch": "2", "island-host-bridge": "4", "island-numa": "8", "numa-shape": "8-8"},
+        {
+            "island-pcie-switch": "2",
+            "shape-pcie-switch": "2-2-2-2-2-2-2-2",
+            "island-host-bridge": "4",
+            "shape-host-bridge": "4-4-4-4",
+            "island-numa": "8",
+            "numa-shape": "8-8",
+            "numa-basis": "links",
+        },
     ),
-    # All SYS: no island above 1, shape of singles.
-    ("rtx4090_allsys", factories.rtx4090_8x_allsys, {"island-numa": "1", "numa-shape": "1-1-1-1-1-1-1-1"}),
+    # All SYS, no affinity: SYS separates every GPU -> 8 NUMA groups of one, from links.
+    (
+        "rtx4090_allsys",
+        factories.rtx4090_8x_allsys,
+        {"island-numa": "1", "numa-shape": "1-1-1-1-1-1-1-1", "numa-basis": "links"},
+    ),
+    # NVSwitch, no affinity, no NIC: nothing tells the NUMA groups apart -> not published.
+    (
+        "hgx_h100_no_affinity",
+        factories.hgx_h100_nv18,
+        {"island-nvlink": "8", "shape-nvlink": "8", "island-numa": None, "numa-shape": None, "numa-basis": "unknown"},
+    ),
 ]
 
 
@@ -129,8 +165,8 @@ LABEL_CASES = [
 def test_labels(factory, expected) -> None:  # type: ignore[no-untyped-def]
     got = labels.encode(factory())
     for key, value in expected.items():
-        assert got["gputopo.io/" + key] == value, key
-    assert got["gputopo.io/status"] == "ok" and got["gputopo.io/schema"] == "v1"
+        assert got.get("gputopo.io/" + key) == value, key
+    assert got["gputopo.io/status"] == "ok" and got["gputopo.io/schema"] == "v2"
     for key, value in got.items():
         assert labels.is_valid_label_key(key) and labels.is_valid_label_value(value)
 
@@ -164,7 +200,7 @@ def test_custom_prefix_and_ownership() -> None:
 def test_status_labels_for_a_node_without_gpu() -> None:
     got = labels.status_labels(labels.Status.ERROR) | labels.status_annotations("no NVIDIA GPU found")
     assert got == {
-        "gputopo.io/schema": "v1",
+        "gputopo.io/schema": "v2",
         "gputopo.io/status": "error",
         "gputopo.io/status-reason": "no NVIDIA GPU found",
     }
@@ -180,9 +216,52 @@ def test_nic_locality_names_nearest_nics() -> None:
 
 def test_damaged_annotations_raise_codec_error() -> None:
     assert labels.decode_topology({}) is None
-    for junk in ("{", "[]", '{"v":2}', '{"v":1,"gpus":[{"index":0}],"links":[["PIX"]]}'):
+    for junk in (
+        "{",
+        "[]",
+        '{"v":3}',
+        '{"v":2}',
+        '{"v":1,"gpus":[{"index":0}],"links":[["PIX"]]}',
+        '{"v":2,"gpus":[{"index":0},{"index":1}],"nics":[],"links":[]}',  # one row missing
+        '{"v":2,"gpus":[{"index":0},{"index":1}],"nics":[],"links":["PIX SYS"]}',  # one cell too many
+        '{"v":2,"gpus":[{"index":0},{"index":1}],"nics":[],"links":["BOGUS"]}',
+        '{"v":2,"gpus":[{"index":0},{"index":1}],"nics":[],"links":["X"]}',  # X off the diagonal
+        '{"v":2,"gpus":[{"index":0},{"index":1}],"nics":[],"links":["PIX"],"p2p":"MAYBE"}',
+        '{"v":2,"gpus":[{"index":0,"pcie":[9,16,5,16]}],"nics":[],"links":[]}',  # no PCIe Gen9
+        '{"v":2,"gpus":[{"index":0,"pcie":"gen5"}],"nics":[],"links":[]}',
+        '{"v":2,"common":{"uuid":"GPU-1"},"gpus":[{"index":0}],"nics":[],"links":[]}',  # uuid is per GPU
+        '{"v":2,"gpus":[{"index":"0"}],"nics":[],"links":[]}',
+        '{"v":2,"gpus":[{"index":0}],"nics":[{"rate_mbps":"fast"}],"links":["SYS"]}',
+    ):
         with pytest.raises(CodecError):
             labels.decode_topology({"gputopo.io/topology": junk})
+
+
+def test_v1_annotation_still_decodes() -> None:
+    """An annotation written by a v1 agent (full square matrix, JSON tokens) reads into the same model."""
+    v1 = (
+        '{"gpus":[{"cpu_affinity":"0-15","index":0,"numa_affinity":"0"},{"cpu_affinity":"16-31","index":1,'
+        '"numa_affinity":"1"}],"links":[["X","NV4","PIX"],["NV4","X",null],["PIX",null,"X"]],'
+        '"nics":[{"column":"NIC0","device":"mlx5_0"}],"v":1}'
+    )
+    topo = labels.decode_topology({"gputopo.io/topology": v1})
+    assert topo is not None
+    assert (str(topo.gpu_link(0, 1)), str(topo.gpu_nic_link(0, 0)), topo.gpu_nic_link(1, 0)) == ("NV4", "PIX", None)
+    assert topo.nics[0].device == "mlx5_0" and topo.gpu(1).numa_node == 1
+    assert labels.decode_topology(labels.encode_annotations(topo)) == topo  # and re-encodes as v2
+
+
+def test_v1_labels_still_decode() -> None:
+    v1 = {
+        "gputopo.io/schema": "v1", "gputopo.io/status": "ok", "gputopo.io/gpu-count": "8",
+        "gputopo.io/nvlink": "true", "gputopo.io/island-nvlink": "8", "gputopo.io/island-pcie-switch": "8",
+        "gputopo.io/island-host-bridge": "8", "gputopo.io/island-numa": "8", "gputopo.io/numa-shape": "8",
+        "gputopo.io/nic-count": "0", "gputopo.io/nic-locality": "none", "gputopo.io/gpudirect": "false",
+        "gputopo.io/topology-class": "0123456789",
+    }
+    got = labels.decode_labels(v1)
+    assert got is not None and got.schema == "v1" and got.shape_nvlink is None and got.numa_basis is None
+    assert labels.decode_labels({**v1, "gputopo.io/schema": "v3"}) is None
 
 
 # -- property: encode -> decode round trips on arbitrary valid topologies ------------------
@@ -206,15 +285,45 @@ def topologies(draw: st.DrawFn) -> Topology:
             tok = draw(st.sampled_from(pool))
             cell = None if tok is None else parse_link_token(tok)
             rows[i][j] = rows[j][i] = cell
-    numa = draw(st.lists(st.integers(0, 3), min_size=n_gpu, max_size=n_gpu))
+    numa = draw(st.lists(st.one_of(st.none(), st.integers(0, 3)), min_size=n_gpu, max_size=n_gpu))
+    same = draw(st.booleans())  # facts equal on every GPU exercise the "common" block
+    gens, widths = st.one_of(st.none(), st.integers(1, 6)), st.one_of(st.none(), st.sampled_from([4, 8, 16]))
+
+    def facts() -> dict[str, object]:
+        return {
+            "name": draw(st.sampled_from([None, "NVIDIA H100 80GB HBM3", "NVIDIA L40S"])),
+            "arch": draw(st.sampled_from([None, "hopper", "ada"])),
+            "cc": draw(st.sampled_from([None, "9.0", "8.9"])),
+            "nvlink_version": draw(st.sampled_from([None, "4.0"])),
+            "pcie": draw(st.one_of(st.none(), st.builds(PcieLink, gens, widths, gens, widths))),
+        }
+
+    shared = facts()
     gpus = [
-        Gpu(index=i, numa_affinity=frozenset({numa[i]}), cpu_affinity=frozenset(range(numa[i] * 8, numa[i] * 8 + 8)))
+        Gpu(
+            index=i,
+            numa_affinity=None if numa[i] is None else frozenset({numa[i]}),
+            cpu_affinity=None if numa[i] is None else frozenset(range(numa[i] * 8, numa[i] * 8 + 8)),
+            uuid=draw(st.sampled_from([None, f"GPU-{i:04d}"])),
+            **(shared if same else facts()),  # type: ignore[arg-type]
+        )
         for i in range(n_gpu)
     ]
     nics = [
-        Nic(column=f"NIC{i}", device=draw(st.sampled_from([None, f"mlx5_{i}", f"mlx5_bond_{i}"]))) for i in range(n_nic)
+        Nic(
+            column=draw(st.sampled_from([f"NIC{i}", f"mlx5_{i}"])),
+            device=draw(st.sampled_from([None, f"mlx5_{i}", f"mlx5_bond_{i}"])),
+            rate_mbps=draw(st.sampled_from([None, 100000, 400000])),
+        )
+        for i in range(n_nic)
     ]
-    return Topology.from_rows(gpus, nics, rows)
+    statuses = [None, *P2P]
+    p2p: list[list[P2P | None]] = [[None] * n_gpu for _ in range(n_gpu)]
+    if draw(st.booleans()):
+        for i in range(n_gpu):
+            for j in range(i + 1, n_gpu):
+                p2p[i][j] = p2p[j][i] = draw(st.sampled_from(statuses))
+    return Topology.from_rows(gpus, nics, rows, p2p=p2p)
 
 
 @settings(max_examples=150, deadline=None)

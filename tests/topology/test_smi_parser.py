@@ -210,6 +210,10 @@ def test_base_reads() -> None:
         pytest.param(
             lambda s: s.replace("GPU0 ", "\x1b[1mGPU0\x1b[0m ").replace("NV4", "\x1b[32mNV4\x1b[0m"), id="ansi"
         ),
+        pytest.param(lambda s: s.replace("        GPU0", "\t[4mGPU0").replace("GPU NUMA ID", "GPU NUMA ID[0m"),
+                     id="ansi-underline-without-esc"),
+        pytest.param(lambda s: s.replace("        GPU0", "\t^[[4mGPU0").replace("GPU NUMA ID", "GPU NUMA ID^[[0m"),
+                     id="ansi-caret-notation"),
         pytest.param(lambda s: s.replace("\n", "\r\n"), id="crlf"),
         pytest.param(lambda s: s.replace("\n\nLegend", "\n   \nLegend"), id="blank-line-with-spaces"),
         pytest.param(lambda s: s.replace("NV4     SYS", "NV4SYS").replace("SYS     SYS", "SYSSYS"), id="fused-cells"),
@@ -221,6 +225,22 @@ def test_dressing_does_not_change_the_topology(dress: Callable[[str], str]) -> N
     base = smi_parser.parse(BASE)
     dressed = smi_parser.parse(dress(BASE))
     assert (dressed.gpus, dressed.nics, dressed.links) == (base.gpus, base.nics, base.links)
+
+
+def test_nic_columns_named_by_device_in_capitals() -> None:
+    """Omni-Path / older drivers name NIC columns by device; some print them in capitals (HFI0)."""
+    text = (
+        "        GPU0    GPU1    HFI0    mlx5_1  CPU Affinity    NUMA Affinity\n"
+        "GPU0     X      PIX     PIX     SYS     0-15    0\n"
+        "GPU1    PIX      X      PXB     SYS     0-15    0\n"
+        "HFI0    PIX     PXB      X      SYS\n"
+        "mlx5_1  SYS     SYS     SYS      X\n"
+    )
+    topo = smi_parser.parse(text)
+    assert [n.column for n in topo.nics] == ["HFI0", "mlx5_1"]
+    assert (tok(topo.gpu_nic_link(1, 0)), tok(topo.nic_link(0, 1))) == ("PXB", "SYS")
+    err = parse_error(text + "HFI7    PIX     PIX     SYS     SYS\n")
+    assert err.line == 6  # a row for a column the header does not have: named, not dropped
 
 
 def test_one_line_output_reads_like_the_original() -> None:

@@ -40,7 +40,10 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-ANSI = ["\x1b[1m", "\x1b[0m", "\x1b[1;32m", "\x1b[38;5;208m", "\x1b[K", "\x1b]8;;https://x\x1b\\"]
+ANSI = [
+    "\x1b[1m", "\x1b[0m", "\x1b[1;32m", "\x1b[38;5;208m", "\x1b[K", "\x1b]8;;https://x\x1b\\",
+    "[4m", "[0m", "[1;32m", "^[[4m",  # what is left when the ESC byte is lost, or shown as ^[ (cat -v)
+]
 
 
 def outcome(text: str) -> Topology | TopologyParseError:
