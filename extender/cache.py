@@ -230,8 +230,11 @@ class ClusterCache:
         metrics: Metrics,
         resource: str = wl.GPU_RESOURCE,
         allocation_namespace: str = carrier.DEFAULT_NAMESPACE,
+        allocation_max_age_s: float = 0.0,
     ) -> None:
         self.prefix = prefix
+        #: checked whenever a node's facts are rebuilt: on any change and at every resync (relist)
+        self.allocation_max_age_s = allocation_max_age_s
         self.locality_keys = tuple(locality_keys)
         self.registry = registry
         self.metrics = metrics
@@ -322,6 +325,7 @@ class ClusterCache:
             locality_keys=self.locality_keys,
             registry=self.registry,
             used_extra=[(p.key, p.gpus) for p in pods],
+            allocation_max_age_s=self.allocation_max_age_s,
         )
 
     def replace_nodes(self, items: list[dict[str, Any]]) -> None:

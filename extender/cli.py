@@ -77,6 +77,7 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
         locality_keys=tuple(settings.locality_keys),
         scorer=resolve(settings.strategies),
         resource=settings.resource,
+        allocation_max_age_s=settings.allocation_max_age_seconds,
     )
     if settings.mode == "stateless":
         service = Service(config, metrics=metrics)
@@ -86,7 +87,8 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
     service = Service(config, metrics=metrics)
     cache = ClusterCache(prefix=settings.prefix, locality_keys=settings.locality_keys,
                          registry=service.topologies, metrics=metrics, resource=settings.resource,
-                         allocation_namespace=settings.allocation_namespace)
+                         allocation_namespace=settings.allocation_namespace,
+                         allocation_max_age_s=settings.allocation_max_age_seconds)
     service.view = cache
     if core_v1 is None:
         from kubernetes import client

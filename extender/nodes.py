@@ -7,12 +7,20 @@ memoised by annotation *string* (:class:`TopologyRegistry`), because identical
 machines publish identical annotations: 5,000 nodes of one hardware type decode
 one topology once, and share one :class:`~extender.evaluate.TopoContext`
 (placer, NIC locality, memoised evaluations).
+
+The agent's word on its own data is read too (``docs/labels.md``, "Status"): a node
+whose ``{prefix}status`` is ``error``, or whose allocation ``ts`` is older than
+``allocation_max_age_s``, is not scored on data we cannot trust: it fails open
+(:attr:`NodeState.ERROR` / :attr:`NodeState.STALE`, with a reason for the log and
+the fail-open metric). ``degraded`` is used as published on purpose: its topology
+lists the GPUs that work (a lost GPU is left out) or the last good probe.
 """
 
 from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +38,8 @@ class NodeState(enum.Enum):
 
     NOT_OURS = "not-ours"  # no gputopo labels/annotation: non-GPU or not labelled yet → pass through
     NO_DATA = "no-data"  # ours, but topology/allocation missing or damaged → fail open
+    ERROR = "error"  # the agent says status=error: its labels are not current → fail open
+    STALE = "stale"  # the allocation is older than allocation_max_age_s (agent gone?) → fail open
     OK = "ok"
 
 
@@ -128,12 +138,16 @@ def facts_from_parts(
     locality_keys: Sequence[str],
     registry: TopologyRegistry,
     used_extra: Sequence[tuple[str, int]] = (),
+    allocation_max_age_s: float = 0.0,
+    now: float | None = None,
 ) -> NodeFacts:
     """Build :class:`NodeFacts` from a node's labels and annotations.
 
     ``used_extra``: ``(pod key, gpus)`` of pods bound to the node but not yet in
     the agent's allocation annotation (cached mode); their GPUs are taken from
     the free set with the Placer's best choice (see :func:`apply_pending`).
+    ``allocation_max_age_s`` > 0: an allocation whose ``ts`` is older than that at
+    ``now`` (unix seconds, default: the wall clock) makes the node :attr:`NodeState.STALE`.
     """
     locality = tuple(
         (v if isinstance(v := node_labels.get(k), str) else None) for k in locality_keys
@@ -142,6 +156,15 @@ def facts_from_parts(
     tclass = tclass if isinstance(tclass, str) else None
     if not is_ours(node_labels, annotations, prefix):
         return NodeFacts(name, NodeState.NOT_OURS, locality=locality, topology_class=tclass)
+    status = node_labels.get(prefix + labels.STATUS)
+    if status == labels.Status.ERROR.value:
+        return NodeFacts(name, NodeState.ERROR, locality=locality, topology_class=tclass,
+                         problem=f"{prefix}status=error: the agent cannot describe this node now",
+                         fail_reason="status_error")
+    if status is not None and status not in (labels.Status.OK.value, labels.Status.DEGRADED.value):
+        return NodeFacts(name, NodeState.NO_DATA, locality=locality, topology_class=tclass,
+                         problem=f"{prefix}status={str(status)[:63]!r} is not ok|degraded|error",
+                         fail_reason="undecodable_status")
     text = annotations.get(prefix + labels.ANNOTATION_TOPOLOGY)
     if not isinstance(text, str):
         status = node_labels.get(prefix + labels.STATUS)
@@ -181,6 +204,20 @@ def facts_from_parts(
                 problem=f"undecodable {prefix}allocation annotation: {err}",
                 fail_reason="undecodable_allocation",
             )
+        if allocation_max_age_s > 0 and state.observed_at is not None:
+            age = (time.time() if now is None else now) - state.observed_at
+            if age > allocation_max_age_s:
+                return NodeFacts(
+                    name,
+                    NodeState.STALE,
+                    topo_id=topo_id,
+                    topo=topo,
+                    locality=locality,
+                    topology_class=tclass,
+                    problem=f"allocation is {age:.0f}s old (allocation_max_age_seconds {allocation_max_age_s:g}): "
+                    "the agent has not confirmed it",
+                    fail_reason="stale_allocation",
+                )
         free_mask = 0
         for g in state.free:
             if g in known:
@@ -228,7 +265,13 @@ def apply_pending(topo: Topology, free_mask: int, requests: Sequence[int]) -> in
 
 
 def facts_from_object(
-    node: Mapping[str, Any], *, prefix: str, locality_keys: Sequence[str], registry: TopologyRegistry
+    node: Mapping[str, Any],
+    *,
+    prefix: str,
+    locality_keys: Sequence[str],
+    registry: TopologyRegistry,
+    allocation_max_age_s: float = 0.0,
+    now: float | None = None,
 ) -> NodeFacts:
     """:class:`NodeFacts` from a full ``v1.Node`` dict (stateless mode)."""
     meta = _str_map(node.get("metadata"))
@@ -239,4 +282,6 @@ def facts_from_object(
         prefix=prefix,
         locality_keys=locality_keys,
         registry=registry,
+        allocation_max_age_s=allocation_max_age_s,
+        now=now,
     )

@@ -66,6 +66,7 @@ class ServiceConfig:
     locality_keys: tuple[str, ...]
     scorer: Scorer
     resource: str = wl.GPU_RESOURCE
+    allocation_max_age_s: float = 0.0  # ExtenderSettings.allocation_max_age_seconds (stateless mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +128,11 @@ class Service:
         if args.Nodes is not None:
             items = args.Nodes.items or []
             objs = [o if isinstance(o, dict) else {} for o in items]
+            now, max_age = time.time(), self.config.allocation_max_age_s
             facts: list[NodeFacts | None] = [
                 facts_from_object(
-                    o, prefix=self.config.prefix, locality_keys=self.config.locality_keys, registry=self.topologies
+                    o, prefix=self.config.prefix, locality_keys=self.config.locality_keys, registry=self.topologies,
+                    allocation_max_age_s=max_age, now=now,
                 )
                 for o in objs
             ]

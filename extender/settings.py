@@ -51,6 +51,8 @@ class ExtenderSettings(BaseSettings):
     sync_timeout_seconds: float = Field(60.0, ge=0)
     #: cached mode: where the agents' allocation ConfigMaps live (the agent's POD_NAMESPACE)
     allocation_namespace: str = Field(carrier.DEFAULT_NAMESPACE, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    #: a node whose allocation ``ts`` is older fails open (the agent re-stamps it every 600 s); 0 = never
+    allocation_max_age_seconds: float = Field(1800.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("strategies", "locality_keys", mode="before")

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--allocation-min-interval", dest="allocation_min_interval", type=float, metavar="S",
       help="min time between allocation writes (10)")
     a("--allocation-coalesce", dest="allocation_coalesce", type=float, metavar="S", help="burst folding window (1)")
+    a("--allocation-refresh", dest="allocation_refresh", type=float, metavar="S",
+      help="re-stamp an unchanged allocation this often, so the extender sees it is fresh (600, 0=never)")
     a("--resync-interval", dest="resync_interval", type=float, metavar="S", help="GET + re-plan period (300)")
     a("--publish-attempts", dest="publish_attempts", type=int, metavar="N", help="tries per publish (5)")
     a("--request-timeout", dest="request_timeout", type=float, metavar="S", help="per-request timeout (10)")
@@ -82,10 +84,12 @@ def _allocation_publisher(settings: AgentSettings) -> AllocationPublisher | None
     if not settings.allocation or settings.allocation_carrier == "annotation":
         return None
     if settings.dry_run:
-        return DryRunConfigMapPublisher(settings.node_name or "unknown-node", settings.pod_namespace)
+        return DryRunConfigMapPublisher(settings.node_name or "unknown-node", settings.pod_namespace,
+                                        refresh_s=settings.allocation_refresh)
     retry = RetryPolicy(settings.publish_attempts, Backoff(settings.backoff_base, settings.backoff_max))
     return KubeConfigMapPublisher(factory.core_api(settings), settings.node_name, settings.pod_namespace,
-                                  retry=retry, request_timeout_s=settings.request_timeout)
+                                  retry=retry, request_timeout_s=settings.request_timeout,
+                                  refresh_s=settings.allocation_refresh)
 
 
 def _publisher(settings: AgentSettings) -> Publisher:
@@ -119,6 +123,7 @@ def loop_config(settings: AgentSettings) -> LoopConfig:
         allocation_interval_s=settings.allocation_interval,
         allocation_min_interval_s=settings.allocation_min_interval,
         allocation_coalesce_s=settings.allocation_coalesce,
+        allocation_refresh_s=settings.allocation_refresh,
         resync_interval_s=settings.resync_interval,
         publish_retry_s=settings.publish_retry,
         allocation_on_node=settings.allocation_carrier in ("annotation", "both"),

@@ -59,8 +59,9 @@ class AllocationPublisher(Protocol):
     def publish(self, state: allocation.AllocationState) -> CarrierResult: ...
 
 
-def merged_value(current: str | None, state: allocation.AllocationState) -> str:
-    """Keep ``current`` when it already says the same (its ``ts`` must not churn writes).
+def merged_value(current: str | None, state: allocation.AllocationState, refresh_s: float = 0.0) -> str:
+    """Keep ``current`` when it already says the same (its ``ts`` must not churn writes), unless its
+    ``ts`` is ``refresh_s`` older than ``state``'s (the agent's heartbeat for the extender; 0 = never).
 
     Why a string comparison and not a decode: the value is ours and is about to be
     replaced when it differs, so there is nothing to learn from decoding it, and a
@@ -74,17 +75,22 @@ def merged_value(current: str | None, state: allocation.AllocationState) -> str:
     ('{"free":"0","ts":1,"used":{},"v":1}', '{"free":"0","ts":5,"used":{},"v":1}')
     >>> merged_value('{"free":"0-4000000000","ts":1,"used":{},"v":1}', s)
     '{"free":"0","ts":5,"used":{},"v":1}'
+    >>> merged_value('{"free":"0","ts":1,"used":{},"v":1}', s, refresh_s=4)
+    '{"free":"0","ts":5,"used":{},"v":1}'
     """
-    if current is not None and _same_canonical(current, state):
-        return current
+    if current is not None:
+        ts = _canonical_ts(current, state)
+        fresh = not refresh_s or state.observed_at is None or (ts is not None and state.observed_at - ts < refresh_s)
+        if ts is not None and fresh:
+            return current
     return allocation.encode(state)
 
 
 _TS = re.compile(r"[0-9]{1,19}")
 
 
-def _same_canonical(current: str, state: allocation.AllocationState) -> bool:
-    """Is ``current`` the canonical encoding of ``state``'s free/used sets, whatever its ``ts``?
+def _canonical_ts(current: str, state: allocation.AllocationState) -> int | None:
+    """The ``ts`` of ``current`` when it is the canonical encoding of ``state``'s free/used sets, else ``None``.
 
     The canonical form sorts keys, so ``ts`` sits between ``free`` (a cpulist: no quotes)
     and ``used``: split our own encoding there and compare both sides as strings.
@@ -92,8 +98,9 @@ def _same_canonical(current: str, state: allocation.AllocationState) -> bool:
     ours = allocation.encode(dataclasses.replace(state, observed_at=0))
     head, sep, tail = ours.partition('"ts":0')
     if not sep or len(current) > len(ours) + 19 or not (current.startswith(head) and current.endswith(tail)):
-        return False
-    return _TS.fullmatch(current[len(head) + 5: len(current) - len(tail)]) is not None
+        return None
+    digits = current[len(head) + 5: len(current) - len(tail)]
+    return int(digits) if _TS.fullmatch(digits) else None
 
 
 def desired_metadata(node: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -116,6 +123,7 @@ class KubeConfigMapPublisher:
     namespace: str = carrier.DEFAULT_NAMESPACE
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     request_timeout_s: float = 10.0
+    refresh_s: float = 0.0  # re-stamp an unchanged allocation this old (LoopConfig.allocation_refresh_s)
 
     @property
     def name(self) -> str:
@@ -161,7 +169,7 @@ class KubeConfigMapPublisher:
         if not _owned_by(meta, self.node_name):
             patch_meta["ownerReferences"] = [*(_ref_dict(r) for r in meta.owner_references or []), self._owner()]
         on_cm = (current.data or {}).get(carrier.DATA_KEY)
-        value = merged_value(on_cm, state)
+        value = merged_value(on_cm, state, self.refresh_s)
         if not patch_meta and value == on_cm:
             return "unchanged", None
         patch: dict[str, Any] = {"metadata": {**patch_meta, "resourceVersion": meta.resource_version}}
@@ -195,9 +203,10 @@ class DryRunConfigMapPublisher:
     namespace: str = carrier.DEFAULT_NAMESPACE
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     _value: str | None = None
+    refresh_s: float = 0.0
 
     def publish(self, state: allocation.AllocationState) -> CarrierResult:
-        value = merged_value(self._value, state)
+        value = merged_value(self._value, state, self.refresh_s)
         if value == self._value:
             return CarrierResult("unchanged")
         self._value = value

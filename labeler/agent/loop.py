@@ -83,6 +83,9 @@ class LoopConfig:
     #: carry the allocation in the Node annotation ``{prefix}allocation`` (carriers ``annotation``/``both``);
     #: when False the planner leaves it out, so a stale one we own is removed from the Node
     allocation_on_node: bool = True
+    #: re-stamp an unchanged allocation (its ``ts``) this often, so the extender can tell a live agent's
+    #: allocation from a dead one's (``ALLOCATION_MAX_AGE`` there); 0 = never
+    allocation_refresh_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -210,13 +213,21 @@ class Agent:
         free = frozenset(topo.gpu_indices) - used.keys()
         state = allocation.AllocationState(free, used, int(self.wall_clock()))
         self.metrics.set_free_gpus(len(free))
-        if self.alloc is not None and state.same_allocation(self.alloc):
+        refresh = self._refresh_due(state)
+        if self.alloc is not None and state.same_allocation(self.alloc) and not refresh:
             return
         self.alloc = state
-        if state.same_allocation(self._published_alloc):
+        if state.same_allocation(self._published_alloc) and not refresh:
             self._alloc_changed_at = None  # changed and changed back before we wrote: nothing to send
         elif self._alloc_changed_at is None:
             self._alloc_changed_at = now
+
+    def _refresh_due(self, state: allocation.AllocationState) -> bool:
+        """The published allocation is unchanged but its ``ts`` is ``allocation_refresh_s`` old: re-stamp it."""
+        every, published = self.config.allocation_refresh_s, self._published_alloc
+        if not every or published is None or published.observed_at is None or state.observed_at is None:
+            return False
+        return state.observed_at - published.observed_at >= every
 
     def _alloc_due(self) -> float | None:
         if self._alloc_changed_at is None:
@@ -256,9 +267,12 @@ class Agent:
                     lab, ann = {}, {}
                     reasons.append(f"damaged gputopo labels removed ({err})")
                 status = hw.status if described else labels.Status.ERROR
+                kept_schema = lab.get(prefix + labels.SCHEMA)
                 for k in status_label_keys:
                     lab.pop(k, None)
                 lab.update(labels.status_labels(status, prefix=prefix))
+                if described and kept_schema is not None:  # kept labels keep the schema they were written in
+                    lab[prefix + labels.SCHEMA] = kept_schema
             if alloc_error is not None and hw.topology is not None:
                 if status is labels.Status.OK:
                     status = labels.Status.DEGRADED
@@ -272,7 +286,7 @@ class Agent:
             on_node = current.annotations.get(alloc_key)
             if self.config.allocation_on_node:
                 if alloc is not None and hw.topology is not None:
-                    ann[alloc_key] = merged_value(on_node, alloc)
+                    ann[alloc_key] = merged_value(on_node, alloc, self.config.allocation_refresh_s)
                 elif on_node is not None:
                     ann[alloc_key] = on_node
             elif alloc_error is not None and on_node is not None and hw.topology is not None:

@@ -59,6 +59,9 @@ class AgentSettings(BaseSettings):
     allocation_interval: float = Field(default=5.0, ge=0.5, description="pod-resources poll period")
     allocation_min_interval: float = Field(default=10.0, ge=0, description="minimum time between allocation writes")
     allocation_coalesce: float = Field(default=1.0, ge=0, description="quiet time that folds a burst into one write")
+    allocation_refresh: float = Field(
+        default=600.0, ge=0, description="re-stamp an unchanged allocation this often (extender freshness; 0: never)"
+    )
     resync_interval: float = Field(default=300.0, ge=10, description="periodic GET + re-plan (self-healing)")
     publish_attempts: int = Field(default=5, ge=1, le=20, description="tries per publish before PublishError")
     backoff_base: float = Field(default=0.5, gt=0, description="first retry delay")

@@ -82,7 +82,8 @@ def owned(d: dict[str, str]) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", ["dgx1-v100", "h100-nv18-8nics", "rtx4090x8-allsys"])
 def test_steady_state_is_zero_writes(fake_api: FakeKubeApi, name: str) -> None:
-    agent, clock = make_agent(fake_api, ScriptedProber(machine(name)), Pods())
+    """With the allocation heartbeat off, nothing changes and nothing is written."""
+    agent, clock = make_agent(fake_api, ScriptedProber(machine(name)), Pods(), allocation_refresh_s=0.0)
     run_for(agent, clock, 1.0)
     assert len(fake_api.writes()) == 1
     lab, ann = fake_api.labels(NODE), fake_api.annotations(NODE)
@@ -94,6 +95,27 @@ def test_steady_state_is_zero_writes(fake_api: FakeKubeApi, name: str) -> None:
     assert fake_api.writes() == []
     gets = [r for r in fake_api.requests if r.method == "GET"]
     assert len(gets) == 12  # one resync GET per 300 s, no writes
+
+
+def test_steady_state_writes_only_the_allocation_heartbeat(fake_api: FakeKubeApi) -> None:
+    """Default refresh (600 s): an idle node re-stamps its unchanged allocation 6 times an hour, nothing else."""
+    pods = Pods()
+    pods.used_map = {2: "ml/train-0"}
+    agent, clock = make_agent(fake_api, ScriptedProber(machine("aws-p4d")), pods)
+    run_for(agent, clock, 1.0)
+    first = allocation.decode(fake_api.annotations(NODE)[ALLOC])
+    fake_api.reset_log()
+    run_for(agent, clock, 3600.0)
+    writes = fake_api.writes()
+    assert len(writes) == 6
+    stamps = []
+    for w in writes:
+        meta = w.json()["metadata"]
+        assert "labels" not in meta and set(meta["annotations"]) == {ALLOC}  # only the allocation, re-stamped
+        state = allocation.decode(meta["annotations"][ALLOC])
+        assert state.same_allocation(first)
+        stamps.append(state.observed_at)
+    assert [b - a for a, b in zip([first.observed_at, *stamps], stamps, strict=False)] == [600] * 6
 
 
 def test_probe_failure_keeps_last_good_labels_and_sets_status(fake_api: FakeKubeApi) -> None:
@@ -142,6 +164,19 @@ def test_restart_with_failing_probe_keeps_previous_labels(fake_api: FakeKubeApi)
     run_for(third, clock3, 1.0)
     assert fake_api.labels(NODE)[P + "status"] == "error"
     assert fake_api.labels(NODE)[P + "gpu-count"] == "8"  # labels are never wiped
+
+
+def test_labels_kept_from_an_older_agent_keep_their_schema(fake_api: FakeKubeApi) -> None:
+    """A v1 label set kept through a failing probe must not be relabelled v2: its values mean v1 things."""
+    v1 = {P + "schema": "v1", P + "status": "ok", P + "gpu-count": "8", P + "nvlink": "true",
+          P + "island-nvlink": "8", P + "island-pcie-switch": "8", P + "island-host-bridge": "8",
+          P + "island-numa": "8", P + "numa-shape": "8", P + "nic-count": "0", P + "nic-locality": "none",
+          P + "gpudirect": "false", P + "topology-class": "0123456789"}
+    fake_api.modify(NODE, lambda node: node["metadata"].setdefault("labels", {}).update(v1))
+    agent, clock = make_agent(fake_api, ScriptedProber(ProbeError("NVML: driver/library version mismatch")))
+    run_for(agent, clock, 1.0)
+    lab = owned(fake_api.labels(NODE))
+    assert lab == {**v1, P + "status": "degraded"}
 
 
 def test_hardware_change_writes_only_changed_keys(fake_api: FakeKubeApi) -> None:

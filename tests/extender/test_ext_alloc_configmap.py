@@ -11,6 +11,7 @@ a 2-GPU pod scores 10·2/8 = 2.5 → 3 on a fully free node, 10·2/4 = 5 with
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,6 +22,7 @@ from fake_apiserver import FakeApiServer
 from test_ext_cache import core_v1, free_count, stop, wait_for
 
 from extender.cache import ClusterCache
+from extender.nodes import NodeState
 from extender.service import Service
 from labeler.topology import allocation, carrier
 
@@ -28,7 +30,7 @@ NS = "gputopo-system"
 
 
 def alloc_configmap(node: str, free: set[int], used: dict[int, str] | None = None, *, namespace: str = NS,
-                    managed: bool = True) -> dict[str, Any]:
+                    managed: bool = True, ts: int = 1_700_000_100) -> dict[str, Any]:
     """A ConfigMap as the agent writes it (names and labels from labeler.topology.carrier)."""
     label_value = carrier.node_label_value(node)
     labels = {carrier.NODE_KEY: label_value}
@@ -38,7 +40,7 @@ def alloc_configmap(node: str, free: set[int], used: dict[int, str] | None = Non
                             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": "u"}]}
     if label_value != node:
         meta["annotations"] = {carrier.NODE_KEY: node}
-    state = allocation.AllocationState(frozenset(free), dict(used or {}), 1_700_000_100)
+    state = allocation.AllocationState(frozenset(free), dict(used or {}), ts)
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
             "data": {carrier.DATA_KEY: allocation.encode(state)}}
 
@@ -163,10 +165,15 @@ def test_cli_build_watches_the_configured_namespace() -> None:
 
     api = FakeApiServer().start()
     api.put("nodes", node_object("gpu-a", corpus("h100_nv18"), free=set(range(8))))
-    api.put("configmaps", alloc_configmap("gpu-a", {0, 1}, namespace="gpu-ops"))
+    api.put("configmaps", alloc_configmap("gpu-a", {0, 1}, namespace="gpu-ops", ts=int(time.time()) - 60))
+    # the agent re-stamps its allocation every 600 s: one 2 hours old means the agent is gone (max age 1800 s)
+    api.put("nodes", node_object("gpu-b", corpus("h100_nv18"), free=set(range(8))))
+    api.put("configmaps", alloc_configmap("gpu-b", {0, 1}, namespace="gpu-ops", ts=int(time.time()) - 7200))
     settings = load(mode="cached", sync_timeout_seconds=10, watch_timeout_seconds=2, allocation_namespace="gpu-ops")
     _, cache = build(settings, core_v1(api.url))
     try:
         assert cache is not None and cache.synced and free_count(cache, "gpu-a") == 2
+        stale = cache.facts("gpu-b")
+        assert stale is not None and stale.state is NodeState.STALE and stale.fail_reason == "stale_allocation"
     finally:
         stop(cache, api)
