@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py
 	$(BIN)/python bench/bench_agent_writes.py
 	$(BIN)/python bench/bench_extender.py
+	$(BIN)/python bench/bench_annotation_size.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -188,8 +188,10 @@ def run(name: str, hours: float, *, churn: SimKubelet | None, min_interval: floa
     with FakeKubeApi() as api:
         api.add_node(realistic_gpu_node(NODE))
         pub = TimedPublisher(KubeNodePublisher(kube_api(api.url), NODE, P, sleep=lambda s: None), clock)
+        # refresh off: these rows measure what pod churn costs; the heartbeat adds 3600/refresh writes/h (agent.md)
         cfg = LoopConfig(prefix=P, allocation_interval_s=poll, allocation_min_interval_s=min_interval,
-                         allocation_coalesce_s=coalesce, allocation_on_node=carrier != "configmap")
+                         allocation_coalesce_s=coalesce, allocation_on_node=carrier != "configmap",
+                         allocation_refresh_s=0.0)
         cm_pub = None
         if carrier == "configmap":
             writer = KubeConfigMapPublisher(kube_api(api.url), NODE, "gputopo-system",

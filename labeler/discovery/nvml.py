@@ -7,9 +7,10 @@ the only source for NVLink peers, P2P capability, PCIe link training and MIG.
 Topology facts v2 read here (each stays ``None`` when the call is not supported):
 ``nvmlDeviceGetArchitecture`` (→ ``Gpu.arch``), ``nvmlDeviceGetCudaComputeCapability``
 (→ ``Gpu.cc``), ``nvmlDeviceGetNvLinkVersion`` of the active links (→ ``Gpu.nvlink_version``,
-as NVML's ``NVML_NVLINK_VERSION_x_y`` says; drivers have been seen to report 5.0 on
-Hopper, so consumers cross-check it with ``arch``), ``nvmlDeviceGet{Curr,Max}PcieLink{Generation,Width}``
-(→ ``Gpu.pcie``) and ``nvmlDeviceGetP2PStatus`` per pair (→ ``Topology.p2p``).
+as NVML's ``NVML_NVLINK_VERSION_x_y`` says; public benchmark code works around drivers
+that report 5.0 on Hopper, so consumers cross-check it with ``arch``),
+``nvmlDeviceGet{Curr,Max}PcieLink{Generation,Width}`` (→ ``Gpu.pcie``) and
+``nvmlDeviceGetP2PStatus`` per pair (→ ``Topology.p2p``).
 
 The pynvml module is *injected* (:class:`NvmlApi` is the slice of it we use), so tests
 pass a fake with the real function names, constants and error classes. Every

@@ -284,7 +284,13 @@ def _from_v2(data: dict[str, Any]) -> Topology:
         nics.append(Nic(column=_opt_str(d, "column") or f"NIC{pos}", device=_opt_str(d, "device"),
                         rate_mbps=_opt_int(d, "rate_mbps")))
     cells = _rows_from_triangle(_list(data.get("links"), "links"), n, "links")
-    rows = [[SELF if i == j else _link(cells[i][j]) for j in range(n)] for i in range(n)]
+    known: dict[str | None, Link | None] = {}  # a document holds a handful of distinct tokens: read each once
+    rows: list[list[Link | None]] = [[SELF if i == j else None for j in range(n)] for i in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            tok = cells[i][j]
+            link = known[tok] if tok in known else known.setdefault(tok, _link(tok))
+            rows[i][j] = rows[j][i] = link
     p2p: list[list[P2P | None]] = []
     raw_p2p = data.get("p2p")
     if isinstance(raw_p2p, str):
