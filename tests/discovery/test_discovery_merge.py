@@ -15,6 +15,7 @@ from labeler.discovery import merge, nvml, sysfs
 from labeler.discovery.facts import normalize_bus_id
 from labeler.topology import smi_parser
 from labeler.topology.errors import NoGpuError
+from labeler.topology.model import PcieLink
 
 
 def nvml_of(machine: Machine, **kw: object) -> nvml.ProbeResult:
@@ -148,3 +149,30 @@ def test_bus_id_normalisation(raw: str, norm: str) -> None:
 def test_bus_id_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         normalize_bus_id("GPU-1234")
+
+
+def test_v2_facts_are_merged_with_their_sources(tmp_path: Path) -> None:
+    """NVML gives arch/cc/NVLink version/PCIe/P2P, sysfs the NIC rates; equal maxima are no conflict."""
+    res = merge.merge(nvml_of(DGX_A100), smi_topology(DGX_A100), sysfs.probe(lay_out(tmp_path, DGX_A100)))
+    topo = res.topology
+    assert {(g.arch, g.cc, g.nvlink_version) for g in topo.gpus} == {("ampere", "8.0", "3.0")}
+    assert res.provenance["GPU0.pcie"] == "nvml" and topo.p2p
+    assert [n.rate_mbps for n in topo.nics][:8] == [200000] * 7 + [None]  # mlx5_7's port is down
+
+
+def test_pcie_maximum_disagreement_between_nvml_and_sysfs_is_a_conflict(tmp_path: Path) -> None:
+    """The slot says x8 at most (sysfs max_link_width) while NVML says x16: reported, NVML's value used."""
+    root = lay_out(tmp_path, L40S_8X)
+    (root / "sys/bus/pci/devices/0000:3b:00.0/max_link_width").write_text("8\n")  # GPU3
+    res = merge.merge(nvml_of(L40S_8X), smi_topology(L40S_8X), sysfs.probe(root))
+    (c,) = [c for c in res.conflicts if c.kind == "pcie-link"]
+    assert (c.subject, c.values, c.chosen_from) == (
+        "GPU3.pcie", (("nvml", "Gen4 x16"), ("sysfs", "Gen4 x8")), "nvml")
+    assert res.topology.gpu(3).pcie is not None and res.topology.gpu(3).pcie.max_width == 16  # type: ignore[union-attr]
+
+
+def test_sysfs_alone_gives_pcie_links_and_no_arch(tmp_path: Path) -> None:
+    res = merge.merge(sysfs=sysfs.probe(lay_out(tmp_path, L40S_8X)))
+    assert {g.pcie for g in res.topology.gpus} == {PcieLink(4, 16, 4, 16)}
+    assert {(g.arch, g.cc) for g in res.topology.gpus} == {(None, None)}  # sysfs cannot know; not guessed
+    assert res.topology.p2p == ()
