@@ -29,24 +29,12 @@ WARN, INFO = Severity.WARNING, Severity.INFO
 
 
 def gpu_set(gpus: Iterable[int]) -> str:
-    """``GPU0-3``, ``GPU0,2,5``, ``GPU4``: a compact, unambiguous name for a set of GPUs.
+    """``GPU0-3``, ``GPU0,2,5``, ``GPU4``: a set of GPUs in cpulist notation.
 
     >>> gpu_set([0, 1, 2, 3]), gpu_set([0, 2, 5]), gpu_set([4]), gpu_set([0, 1, 4, 5, 6])
-    ('GPU0-3', 'GPU0,2,5', 'GPU4', 'GPU0,1,4-6')
+    ('GPU0-3', 'GPU0,2,5', 'GPU4', 'GPU0-1,4-6')
     """
-    items = sorted(gpus)
-    parts: list[str] = []
-    i = 0
-    while i < len(items):
-        j = i
-        while j + 1 < len(items) and items[j + 1] == items[j] + 1:
-            j += 1
-        if j - i >= 2:
-            parts.append(f"{items[i]}-{items[j]}")
-        else:
-            parts.extend(str(x) for x in items[i : j + 1])
-        i = j + 1
-    return "GPU" + ",".join(parts)
+    return "GPU" + serialize.format_cpulist(set(gpus))
 
 
 def _where(groups: numa.NumaGroups, x: int, topo: Topology) -> str:

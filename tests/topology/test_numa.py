@@ -11,17 +11,12 @@ from factories import from_tokens
 
 from labeler.topology import numa, picture, report
 from labeler.topology.model import P2P, Gpu, PcieLink, Topology
+from labeler.topology.serialize import parse_cpulist
 
 
 def with_affinity(topo: Topology, numa_sets: list[str | None], cpu_sets: list[str | None] | None = None) -> Topology:
     def ids(text: str | None) -> frozenset[int] | None:
-        if text is None:
-            return None
-        out: set[int] = set()
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            out.update(range(int(lo), int(hi or lo) + 1))
-        return frozenset(out)
+        return None if text is None else parse_cpulist(text)
 
     cpus = cpu_sets or [None] * len(numa_sets)
     gpus = [Gpu(g.index, numa_affinity=ids(numa_sets[p]), cpu_affinity=ids(cpus[p])) for p, g in enumerate(topo.gpus)]
@@ -106,4 +101,4 @@ def test_pcie_downtrained_is_one_line_per_link_state() -> None:
     gpus = tuple(Gpu(g.index, pcie=PcieLink(4, 8 if g.index else 16, 4, 16)) for g in topo.gpus)
     found = report.findings(Topology(gpus, topo.nics, topo.links))
     assert [f.message for f in found if f.code == "pcie-width-downtrained"] == [
-        "GPU1,2: PCIe link trained at x8 of x16: reseat the card or check the riser/slot"]
+        "GPU1-2: PCIe link trained at x8 of x16: reseat the card or check the riser/slot"]
