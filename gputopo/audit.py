@@ -227,10 +227,10 @@ def _render(doc: dict[str, Any], topo: Topology, console: Console) -> None:
     if doc["warnings"]:
         console.print("[bold]Warnings[/bold]")
         for w in doc["warnings"]:
-            console.print(f"  ! {w}")
+            console.print(f"  ! {w}", markup=False)  # messages quote input text: never read as rich markup
     else:
         console.print("no warnings")
     if doc["info"]:
         console.print("[bold]Information[/bold]")
         for line in doc["info"]:
-            console.print(f"  - {line}")
+            console.print(f"  - {line}", markup=False)

@@ -98,3 +98,14 @@ def test_audit_without_file_on_a_machine_without_gpu_exits_3() -> None:
     assert res.returncode == 3
     assert "no NVIDIA GPU" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_findings_that_quote_the_input_are_printed_literally(tmp_path: Path) -> None:
+    """A legend entry spelled like rich markup ("[/bold]") is quoted in a warning, not interpreted (was a crash)."""
+    text = ("        GPU0    GPU1    NIC0\nGPU0     X      PIX     PIX\nGPU1    PIX      X      SYS\n"
+            "NIC0    PIX     SYS      X\n\nNIC Legend:\n\n  NIC0: [/bold]x1\n")
+    path = tmp_path / "markup.txt"
+    path.write_text(text)
+    res = run("audit", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "NIC legend entry NIC0: '[/bold]x1' unreadable or cut; ignored" in res.stdout
