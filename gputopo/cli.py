@@ -23,6 +23,8 @@ subcommands:
              islands, NIC locality, best placements and the labels gputopo would publish
   agent      run the node labeler (the DaemonSet entrypoint)
   extender   run the kube-scheduler HTTP extender (filter + prioritize)
+  simulate   replay a workload (openb trace or a synthetic PyTorchJob/vLLM mix) on real topologies under
+             gputopo, the default scheduler, BestFit and Random, side by side
 
 run `gputopo SUBCOMMAND --help` for the options of each.
 """
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="gputopo", description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"gputopo {__version__}")
-    parser.add_argument("subcommand", choices=["audit", "agent", "extender"], help=argparse.SUPPRESS)
+    parser.add_argument("subcommand", choices=["audit", "agent", "extender", "simulate"], help=argparse.SUPPRESS)
     if not args or args[0] in ("-h", "--help", "--version"):
         parser.parse_args(args or ["--help"])
         return 0
@@ -51,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from extender import cli as extender_cli
 
         return extender_cli.main(rest)
+    if sub == "simulate":
+        from simulator import cli as simulate_cli
+
+        return simulate_cli.main(rest)
     parser.parse_args(args)  # prints the usage error and exits 2
     return 2
 

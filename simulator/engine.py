@@ -1,0 +1,213 @@
+"""The discrete-event loop: arrivals (and departures), one policy, one seed.
+
+Per arrival: the fit filter (same for every policy), the tightest ring level
+any feasible node could offer a multi-GPU pod (for the alignment metric), the
+policy's node choice, the device model's GPU choice, the bind. A pod that no
+node can take, or that kubelet would refuse (device plugin failure), fails
+and is not retried (FGD's replay does the same). Departures free exactly what
+the pod's binding took.
+
+Per placed pod the record keeps what the metrics need: the ring bottleneck of
+the GPUs it got, the best level offered at arrival, the predicted ring
+bandwidth (:mod:`simulator.bandwidth`), whether the set spans sockets, and
+whether the device model picked a worse set than the best one on that node.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labeler.topology import placement
+from labeler.topology.links import LinkLevel
+from labeler.topology.model import Topology
+from simulator import bandwidth
+from simulator.gpu_choice import AdmissionError, WholeChoice, choose_share, choose_whole
+from simulator.model import PodSpec
+from simulator.policies import NodeChooser, fit_filter
+from simulator.state import ClusterState
+
+__all__ = ["PodRecord", "RunResult", "run"]
+
+Progress = Callable[[int], None]
+
+
+@dataclass(slots=True)
+class PodRecord:
+    name: str
+    kind: str
+    gpus: int  # whole GPUs (0 for shares and CPU-only pods)
+    share: bool
+    milli: int  # total milli-GPU requested
+    placed: bool = False
+    reason: str | None = None  # why it failed: "unschedulable" | "admission"
+    node: int = -1
+    level: int | None = None  # LinkLevel of the ring bottleneck of the GPUs it got (multi-GPU pods)
+    best_level: int | None = None  # tightest level any feasible node offered at arrival
+    busbw_gbps: float | None = None
+    cross_socket: bool | None = None
+    dp_worse: bool | None = None  # the in-node choice's ring is worse than the node's best free set
+
+
+@dataclass(slots=True)
+class RunResult:
+    policy: str
+    seed: int
+    records: list[PodRecord]
+    arrived_milli: np.ndarray  # cumulative GPU request after each arrival (FGD's "arrived")
+    allocated_milli: np.ndarray  # allocated milli-GPU after each arrival
+    capacity_milli: int
+    seconds: float
+    departures: bool
+    time_avg_alloc_pct: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class _Topologies:
+    """Per-node topology index and memoised ring facts (by topology, GPU set)."""
+
+    def __init__(self, state: ClusterState) -> None:
+        ids: dict[Topology, int] = {}
+        self.topos: list[Topology] = []
+        idx = []
+        for n in state.nodes:
+            if n.topo not in ids:
+                ids[n.topo] = len(self.topos)
+                self.topos.append(n.topo)
+            idx.append(ids[n.topo])
+        self.index = np.array(idx, dtype=np.int64)
+        self.placers = [placement.placer_for(t) for t in self.topos]
+        self._best: dict[tuple[int, int, int], int | None] = {}
+        self._set: dict[tuple[int, int], tuple[int, float | None, bool, tuple[int, int]]] = {}
+
+    def best_level(self, t: int, free_mask: int, k: int) -> int | None:
+        key = (t, free_mask, k)
+        if key not in self._best:
+            best = self.placers[t].best_mask(free_mask, k)
+            self._best[key] = None if best is None else int(best.level)
+        return self._best[key]
+
+    def best_rank(self, t: int, free_mask: int, k: int) -> tuple[int, int] | None:
+        best = self.placers[t].best_mask(free_mask, k)
+        return None if best is None else best.bottleneck.rank
+
+    def ring(self, t: int, positions: Sequence[int]) -> tuple[int, float | None, bool, tuple[int, int]]:
+        """(level, busbw, spans sockets, bottleneck rank) of exactly this GPU set."""
+        mask = 0
+        for p in positions:
+            mask |= 1 << p
+        hit = self._set.get((t, mask))
+        if hit is None:
+            topo = self.topos[t]
+            gpus = [topo.gpus[p].index for p in positions]
+            link = bandwidth.ring_bottleneck(topo, gpus)
+            assert link is not None
+            sys_pair = any(
+                (lk := topo.gpu_link(a, b)) is not None and lk.level is LinkLevel.SYS
+                for i, a in enumerate(gpus) for b in gpus[i + 1:]
+            )
+            hit = self._set[(t, mask)] = (int(link.level), bandwidth.ring_busbw_gbps(topo, gpus), sys_pair, link.rank)
+        return hit
+
+
+def run(
+    nodes_state: ClusterState,
+    pods: Sequence[PodSpec],
+    chooser: NodeChooser,
+    seed: int,
+    *,
+    whole_choice: WholeChoice,
+    departures: bool = False,
+    progress: Progress | None = None,
+    check_every: int = 0,
+) -> RunResult:
+    """Replay ``pods`` (in arrival order) with one policy; ``check_every`` > 0 checks the accounting that often."""
+    state = nodes_state
+    topos = _Topologies(state)
+    rng = np.random.default_rng([seed, 1])  # tie-breaking and random choices
+    prng = random.Random(seed * 1_000_003 + 7)  # kubelet's device offer order
+    model_masks: dict[tuple[str, ...], np.ndarray] = {}
+    records: list[PodRecord] = []
+    arrived: list[int] = []
+    allocated: list[int] = []
+    arrived_total = 0
+    where: dict[str, tuple[PodSpec, int]] = {}
+    events: list[tuple[float, int, int, int]] = []  # (time, 0=departure first | 1=arrival, seq, pod index)
+    for i, p in enumerate(pods):
+        heapq.heappush(events, (p.arrival, 1, i, i))
+    area = 0.0
+    last_t = pods[0].arrival if pods else 0.0
+    start = time.perf_counter()
+    done = 0
+    while events:
+        t, kind, _, i = heapq.heappop(events)
+        if departures:
+            area += state.allocated_milli * (t - last_t)
+            last_t = t
+        pod = pods[i]
+        if kind == 0:
+            placed = where.pop(pod.name, None)
+            if placed is not None:
+                state.release(pod.name)
+                chooser.released(pod, placed[1])
+            continue
+        rec = PodRecord(pod.name, pod.kind, pod.whole_gpus, pod.is_share, pod.total_milli)
+        records.append(rec)
+        arrived_total += pod.total_milli
+        feasible = fit_filter(state, pod, model_masks)
+        k = pod.whole_gpus
+        if k >= 2:
+            idx = np.flatnonzero(feasible)
+            if idx.size:
+                codes = (topos.index[idx] << 32) | state.free_mask[idx]
+                levels = [topos.best_level(int(c >> 32), int(c & 0xFFFFFFFF), k) for c in np.unique(codes)]
+                found = [lv for lv in levels if lv is not None]
+                rec.best_level = min(found) if found else None
+        node = chooser.select(pod, feasible, rng)
+        if node is None:
+            rec.reason = "unschedulable"
+        else:
+            try:
+                if pod.is_share:
+                    row = state.milli_left[node]
+                    gpus: tuple[int, ...] = (choose_share(row, pod.gpu_milli, chooser.share_choice, prng),)
+                elif k:
+                    free = state.free_positions(node)
+                    gpus = choose_whole(state.nodes[node].topo, free, k, whole_choice, prng)
+                else:
+                    gpus = ()
+            except AdmissionError:
+                rec.reason = "admission"
+            else:
+                t_i = int(topos.index[node])
+                if k >= 2:
+                    free_before = int(state.free_mask[node])
+                    level, bw, cross, rank = topos.ring(t_i, gpus)
+                    best = topos.best_rank(t_i, free_before, k)
+                    rec.level, rec.busbw_gbps, rec.cross_socket = level, bw, cross
+                    rec.dp_worse = best is not None and rank > best
+                state.allocate(pod, node, gpus)
+                chooser.bound(pod, node)
+                rec.placed, rec.node = True, node
+                where[pod.name] = (pod, node)
+                if departures and pod.departure is not None:
+                    heapq.heappush(events, (pod.departure, 0, len(pods) + i, i))
+        arrived.append(arrived_total)
+        allocated.append(state.allocated_milli)
+        done += 1
+        if check_every and done % check_every == 0:
+            state.check()
+        if progress is not None:
+            progress(1)
+    seconds = time.perf_counter() - start
+    span = last_t - (pods[0].arrival if pods else 0.0)
+    avg = None
+    if departures and span > 0 and state.capacity_milli:
+        avg = 100.0 * area / (span * state.capacity_milli)
+    return RunResult(chooser.name, seed, records, np.array(arrived, dtype=np.int64),
+                     np.array(allocated, dtype=np.int64), state.capacity_milli, seconds, departures, avg)

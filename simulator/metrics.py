@@ -1,0 +1,126 @@
+"""From pod records to the numbers people compare: per run, per pod kind, and means over seeds.
+
+- ``unallocated_gpu_pct``: FGD's metric. After each arrival, the allocation
+  rate is allocated milli-GPU / capacity; the arrived rate is the cumulative
+  GPU request of all arrived pods (placed or not) / capacity, rounded to a
+  whole percent. The value is 100 − the mean allocation rate over the
+  arrivals whose arrived rate rounds to 100 % (if none, those within ±1 %),
+  as ``experiments/analysis/merge_alloc_discrete.py`` computes it. Not
+  defined with departures (``None``).
+- ``aligned_pct``: of the placed multi-GPU pods, the share whose GPUs form a
+  ring at the tightest link level any feasible node could have offered when
+  the pod arrived.
+- ``cross_socket_pct``: of the placed multi-GPU pods, the share whose GPU set
+  has a pair that crosses sockets (``SYS``).
+- ``busbw_gbps``: mean predicted ring bandwidth of the placed multi-GPU pods
+  (:func:`simulator.bandwidth.ring_busbw_gbps`).
+- ``failed_pods``: pods no node could take, or that kubelet would refuse.
+- ``dp_worse_pct``: of the placed multi-GPU pods, the share where the in-node
+  GPU choice gave a worse ring than the best free set on that node (the
+  device-plugin gap).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from simulator.engine import PodRecord, RunResult
+
+__all__ = ["HEADLINE", "aggregate", "run_metrics", "unallocated_at_full"]
+
+HEADLINE: tuple[str, ...] = (
+    "unallocated_gpu_pct",
+    "aligned_pct",
+    "cross_socket_pct",
+    "busbw_gbps",
+    "failed_pods",
+    "dp_worse_pct",
+)
+
+
+_KIND_KEYS = ("pods", "placed", "failed_pods", "aligned_pct", "cross_socket_pct", "busbw_gbps", "dp_worse_pct")
+
+
+def unallocated_at_full(arrived: np.ndarray, allocated: np.ndarray, capacity: int) -> float | None:
+    """FGD's unallocated-GPU % at arrived = 100 % of capacity (module docstring)."""
+    if capacity <= 0 or arrived.size == 0:
+        return None
+    arr = np.round(arrived / capacity * 100.0)
+    alloc = np.round(allocated / capacity * 100.0, 2)
+    at = alloc[arr == 100]
+    if at.size == 0:
+        at = alloc[(arr >= 99) & (arr <= 101)]
+    if at.size == 0:
+        return None
+    return round(100.0 - float(round(float(at.mean()), 2)), 4)
+
+
+def _pct(num: int, den: int) -> float | None:
+    return None if den == 0 else 100.0 * num / den
+
+
+def _group(records: Iterable[PodRecord]) -> dict[str, Any]:
+    recs = list(records)
+    multi = [r for r in recs if r.placed and r.gpus >= 2]
+    aligned = sum(1 for r in multi if r.level is not None and r.best_level is not None and r.level <= r.best_level)
+    bws = [r.busbw_gbps for r in multi if r.busbw_gbps is not None]
+    return {
+        "pods": len(recs),
+        "placed": sum(r.placed for r in recs),
+        "failed_pods": sum(not r.placed for r in recs),
+        "multi_gpu_placed": len(multi),
+        "aligned_pct": _pct(aligned, len(multi)),
+        "cross_socket_pct": _pct(sum(1 for r in multi if r.cross_socket), len(multi)),
+        "busbw_gbps": statistics.fmean(bws) if bws else None,
+        "dp_worse_pct": _pct(sum(1 for r in multi if r.dp_worse), len(multi)),
+    }
+
+
+def run_metrics(result: RunResult) -> dict[str, Any]:
+    """Every metric of one run, overall and per pod kind."""
+    out = _group(result.records)
+    out["unallocated_gpu_pct"] = None
+    if not result.departures:
+        out["unallocated_gpu_pct"] = unallocated_at_full(result.arrived_milli, result.allocated_milli,
+                                                         result.capacity_milli)
+    out["allocated_gpu_pct_end"] = 100.0 * float(result.allocated_milli[-1]) / result.capacity_milli if len(
+        result.allocated_milli) else 0.0
+    out["time_avg_allocated_gpu_pct"] = result.time_avg_alloc_pct
+    out["admission_failures"] = sum(1 for r in result.records if r.reason == "admission")
+    kinds = sorted({r.kind for r in result.records})
+    out["by_kind"] = {k: _group(r for r in result.records if r.kind == k) for k in kinds}
+    out["seconds"] = result.seconds
+    out["seed"] = result.seed
+    return out
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def _std(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means (and standard deviations) over seeds of one policy's runs."""
+    keys = [*HEADLINE, "allocated_gpu_pct_end", "time_avg_allocated_gpu_pct", "admission_failures", "pods", "placed",
+            "multi_gpu_placed"]
+    out: dict[str, Any] = {k: _mean([r.get(k) for r in runs]) for k in keys}
+    out["std"] = {k: _std([r.get(k) for r in runs]) for k in HEADLINE}
+    kinds = sorted({k for r in runs for k in r["by_kind"]})
+    out["by_kind"] = {
+        kind: {k: _mean([r["by_kind"][kind].get(k) for r in runs if kind in r["by_kind"]])
+               for k in _KIND_KEYS}
+        for kind in kinds
+    }
+    out["seeds"] = [r["seed"] for r in runs]
+    out["seconds"] = sum(r["seconds"] for r in runs)
+    out["per_seed"] = [{k: r.get(k) for k in (*HEADLINE, "seed", "seconds")} for r in runs]
+    return out
