@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine with only python3 + pip:
-#   make demo   -- set up, then audit the bundled default topology (8 GPUs, NVLink bridge pairs, 2 sockets)
+#   make demo   -- set up, then simulate the bundled scenario (PyTorchJob + vLLM on seven real 8-GPU boards)
+#                  under gputopo, the default scheduler, BestFit and Random; chart in out/demo-simulate.png
 #   make test   -- set up, then lint, type-check, check layering and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/gputopo audit examples/topologies/8gpu-nv12-bridge-pairs-2socket.txt --svg out/demo-topology.svg
+	$(BIN)/gputopo simulate --seeds 42..51 --chart out/demo-simulate.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -38,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_agent_writes.py
 	$(BIN)/python bench/bench_extender.py
 	$(BIN)/python bench/bench_annotation_size.py
+	$(BIN)/python bench/bench_simulate.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -123,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="how GPUs inside the node are picked: NVIDIA's device plugin (best effort), a blind "
                           "plugin, or the lowest free indices (default: %(default)s)")
     out = p.add_argument_group("output")
-    out.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    fmt = out.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    fmt.add_argument("--markdown", action="store_true", help="print the headline table as Markdown (mean ± sd)")
     out.add_argument("--chart", metavar="PATH", help="also write a PNG chart of the headline metrics")
     out.add_argument("--by-kind", action="store_true", help="also show the metrics per pod kind")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -188,6 +190,8 @@ def main(argv: Sequence[str]) -> int:
         report.write_chart(result, args.chart)
     if args.json:
         sys.stdout.write(json.dumps(report.jsonable(result), indent=2) + "\n")
+    elif args.markdown:
+        sys.stdout.write(report.markdown(result))
     else:
         report.render(result, Console(), by_kind=args.by_kind)
         if args.chart:

@@ -14,7 +14,9 @@
   has a pair that crosses sockets (``SYS``).
 - ``busbw_gbps``: mean predicted ring bandwidth of the placed multi-GPU pods
   (:func:`simulator.bandwidth.ring_busbw_gbps`).
-- ``failed_pods``: pods no node could take, or that kubelet would refuse.
+- ``failed_pods``: pods no node could take, or that kubelet would refuse (the
+  whole run, up to 130 % of capacity arrived); ``failed_before_full``: those
+  that failed while the arrived GPU request was still within capacity.
 - ``dp_worse_pct``: of the placed multi-GPU pods, the share where the in-node
   GPU choice gave a worse ring than the best free set on that node (the
   device-plugin gap).
@@ -38,6 +40,7 @@ HEADLINE: tuple[str, ...] = (
     "cross_socket_pct",
     "busbw_gbps",
     "failed_pods",
+    "failed_before_full",
     "dp_worse_pct",
 )
 
@@ -91,6 +94,9 @@ def run_metrics(result: RunResult) -> dict[str, Any]:
         result.allocated_milli) else 0.0
     out["time_avg_allocated_gpu_pct"] = result.time_avg_alloc_pct
     out["admission_failures"] = sum(1 for r in result.records if r.reason == "admission")
+    within = result.arrived_milli <= result.capacity_milli
+    out["failed_before_full"] = None if result.departures else sum(
+        1 for r, ok in zip(result.records, within, strict=True) if ok and not r.placed)
     kinds = sorted({r.kind for r in result.records})
     out["by_kind"] = {k: _group(r for r in result.records if r.kind == k) for k in kinds}
     out["seconds"] = result.seconds

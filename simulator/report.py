@@ -14,16 +14,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["COLUMNS", "jsonable", "render", "write_chart"]
+__all__ = ["COLUMNS", "jsonable", "markdown", "render", "write_chart"]
 
 #: (metric key, column title, higher is better)
 COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("unallocated_gpu_pct", "unallocated GPU %", False),
+    ("unallocated_gpu_pct", "unalloc. GPU %", False),
     ("aligned_pct", "aligned %", True),
-    ("cross_socket_pct", "cross-socket %", False),
+    ("cross_socket_pct", "x-socket %", False),
     ("busbw_gbps", "ring GB/s", True),
-    ("failed_pods", "failed pods", False),
-    ("dp_worse_pct", "in-node worse %", False),
+    ("failed_before_full", "failed ≤100%", False),
+    ("failed_pods", "failed", False),
 )
 
 
@@ -38,29 +38,55 @@ def jsonable(value: Any, digits: int = 4) -> Any:
     return value
 
 
-def _cell(mean: Any, std: Any, seeds: int) -> str:
+def _cell(mean: Any) -> str:
     if mean is None:
         return "–"
-    text = f"{mean:.2f}" if isinstance(mean, float) else str(mean)
-    if seeds > 1 and isinstance(std, float):
-        text += f" ± {std:.2f}"
-    return text
+    if isinstance(mean, float):
+        return f"{mean:.1f}"
+    return str(mean)
+
+
+def _shown_path(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """The headline table as Markdown (means ± sd over seeds), for docs."""
+    seeds = len(result["scenario"]["seeds"])
+    cols = [*COLUMNS, ("dp_worse_pct", "in-node worse %", False)]
+    head = "| policy | " + " | ".join(name for _, name, _ in cols) + " |"
+    lines = [head, "|---|" + "---:|" * len(cols)]
+    for policy, m in result["policies"].items():
+        cells = []
+        for key, _, _ in cols:
+            v, sd = m.get(key), m.get("std", {}).get(key)
+            text = _cell(v) if not isinstance(v, float) else f"{v:.2f}"
+            if seeds > 1 and isinstance(v, float) and isinstance(sd, float):
+                text += f" ± {sd:.2f}"
+            cells.append(text)
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def render(result: Mapping[str, Any], console: Console, *, by_kind: bool = False) -> None:
     sc = result["scenario"]
-    seeds = len(sc["seeds"])
+    seeds = sc["seeds"]
     what = sc.get("pod_list") or sc.get("scenario") or sc.get("workload")
-    title = (f"{what}: {sc['nodes']} nodes, {sc['gpus']} GPUs, seeds {','.join(str(s) for s in sc['seeds'])}"
-             f" (mean ± sd)" if seeds > 1 else f"{what}: {sc['nodes']} nodes, {sc['gpus']} GPUs, seed {sc['seeds'][0]}")
+    pods = sorted(set(sc["pods_per_seed"].values()))
+    span = f"{seeds[0]}..{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1 else (
+        ",".join(str(s) for s in seeds))
+    count = f"{pods[0]}–{pods[-1]}" if len(pods) > 1 else str(pods[0])
+    title = (f"{what}: {sc['nodes']} nodes, {sc['gpus']} GPUs, {count} pods; "
+             f"{'mean of ' + str(len(seeds)) + ' seeds' if len(seeds) > 1 else 'seed'} {span}")
     table = Table(title=title, title_justify="left")
     table.add_column("policy", style="bold")
     for _, name, _ in COLUMNS:
         table.add_column(name, justify="right")
-    table.add_column("run s", justify="right")
     for policy, m in result["policies"].items():
-        cells = [_cell(m.get(k), m.get("std", {}).get(k), seeds) for k, _, _ in COLUMNS]
-        table.add_row(policy, *cells, f"{m['seconds']:.1f}")
+        table.add_row(policy, *[_cell(m.get(k)) for k, _, _ in COLUMNS])
     console.print(table)
     if by_kind:
         kinds = sorted({k for m in result["policies"].values() for k in m["by_kind"]})
@@ -72,14 +98,14 @@ def render(result: Mapping[str, Any], console: Console, *, by_kind: bool = False
             row = []
             for m in result["policies"].values():
                 k = m["by_kind"].get(kind, {})
-                parts = [_cell(k.get("aligned_pct"), None, 1), _cell(k.get("busbw_gbps"), None, 1),
-                         _cell(k.get("failed_pods"), None, 1)]
+                parts = [_cell(k.get("aligned_pct")), _cell(k.get("busbw_gbps")), _cell(k.get("failed_pods"))]
                 row.append(" | ".join(parts))
             kt.add_row(kind, *row)
         console.print(kt)
     console.print(
-        f"[dim]scheduler config: {sc['scheduler_config']} (profile {sc['scheduler_profile']}); "
-        f"GPUs inside the node: {sc['gpu_choice']}; total {result['run_seconds']:.1f} s[/dim]"
+        f"[dim]scheduler: {_shown_path(sc['scheduler_config'])} ({sc['scheduler_profile']}); "
+        f"GPUs in the node: {sc['gpu_choice']}; "
+        f"{result['run_seconds']:.1f} s; sd per metric in --json[/dim]"
     )
 
 
@@ -93,8 +119,9 @@ def write_chart(result: Mapping[str, Any], path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     policies = list(result["policies"])
-    panels = [c for c in COLUMNS if c[0] != "dp_worse_pct"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), constrained_layout=True)
+    panels = [c for c in COLUMNS if c[0] != "failed_pods"]
+    fig, grid = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.4), constrained_layout=True)
+    axes = list(grid)
     colors = {"gputopo": "#2a7ab0", "default": "#8c8c8c", "bestfit": "#e0a030", "random": "#c05050"}
     for ax, (key, name, higher) in zip(axes, panels, strict=True):
         vals = [result["policies"][p].get(key) for p in policies]
@@ -104,11 +131,14 @@ def write_chart(result: Mapping[str, Any], path: str | Path) -> Path:
         ax.set_title(f"{name} ({'higher' if higher else 'lower'} is better)", fontsize=9)
         ax.tick_params(axis="x", labelsize=8, rotation=20)
         for i, v in enumerate(vals):
-            ax.annotate("n/a" if v is None else f"{v:.1f}", (i, heights[i]), ha="center", va="bottom", fontsize=7)
+            ax.annotate("n/a" if v is None else f"{v:.1f}", (i, heights[i] + errs[i]), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.margins(y=0.12)
     sc = result["scenario"]
     what = sc.get("pod_list") or sc.get("scenario") or sc.get("workload")
-    fig.suptitle(f"gputopo simulate: {what}, {sc['nodes']} nodes / {sc['gpus']} GPUs, seeds {len(sc['seeds'])}",
-                 fontsize=10)
+    n = len(sc["seeds"])
+    fig.suptitle(f"gputopo simulate: {what}, {sc['nodes']} nodes / {sc['gpus']} GPUs, "
+                 f"{'mean ± sd of ' + str(n) + ' seeds' if n > 1 else '1 seed'}", fontsize=10)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

@@ -104,7 +104,7 @@ def test_grouped_extender_scores_equal_per_node_scores() -> None:
 
 def _small_setup(departures: bool) -> runner.Setup:
     sc = load_scenario(DEMO_SCENARIO, search_path())
-    sc = dataclasses.replace(sc, nodes=sc.nodes[::4])  # 14 nodes, 2 of each board
+    sc = dataclasses.replace(sc, nodes=sc.nodes[::8])  # 14 nodes, 2 of each board
     return runner.synthetic_setup(sc, departures=departures)
 
 

@@ -71,8 +71,8 @@ def test_user_topology_dirs_come_first(tmp_path: Path) -> None:
 
 def test_the_demo_scenario() -> None:
     sc = load_scenario(DEMO_SCENARIO, fleet.search_path())
-    assert len(sc.nodes) == 56 and {n.gpus for n in sc.nodes} == {8}
-    assert len({n.topo for n in sc.nodes}) == 7 and len({n.name for n in sc.nodes}) == 56
+    assert len(sc.nodes) == 112 and {n.gpus for n in sc.nodes} == {8}
+    assert len({n.topo for n in sc.nodes}) == 7 and len({n.name for n in sc.nodes}) == 112
     assert sc.workload.jobs is not None and sc.workload.serve is not None
 
 

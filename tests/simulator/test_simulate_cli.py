@@ -45,7 +45,7 @@ def test_synthetic_json_interface(capsys: pytest.CaptureFixture[str]) -> None:
         for key in REQUIRED:
             assert key in m
         assert m["unallocated_gpu_pct"] is not None and 0 <= m["unallocated_gpu_pct"] <= 100
-    assert doc["scenario"]["nodes"] == 56 and doc["scenario"]["workload"] == "synthetic"
+    assert doc["scenario"]["nodes"] == 112 and doc["scenario"]["workload"] == "synthetic"
 
 
 def test_trace_json_interface(trace_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,6 +65,7 @@ def test_trace_with_departures(trace_dir: Path, capsys: pytest.CaptureFixture[st
     doc = json.loads(capsys.readouterr().out)
     for m in doc["policies"].values():
         assert m["unallocated_gpu_pct"] is None  # FGD's metric assumes no departures
+        assert m["failed_before_full"] is None
         assert m["failed_pods"] == 0 and m["time_avg_allocated_gpu_pct"] > 0
 
 
@@ -75,6 +76,13 @@ def test_table_and_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "gputopo" in out and "bestfit" in out and "vllm-tp8" in out
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--seeds", "1,2", "--markdown", "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| policy | unalloc. GPU %") and len(lines) == 2 + len(POLICIES)
+    assert all(" ± " in line for line in lines[2:])
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
