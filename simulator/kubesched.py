@@ -338,7 +338,10 @@ def load_scheduler_config(
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as err:
-        raise ScenarioError(f"cannot read scheduler configuration {p}: {err.strerror or err}") from None
+        raise ScenarioError(
+            f"cannot read scheduler configuration {p}: {err.strerror or err} "
+            "(give one with --scheduler-config or GPUTOPO_SIMULATE_SCHEDULER_CONFIG)"
+        ) from None
     doc = _document(text, str(p))
     api = str(doc.get("apiVersion", ""))
     if api != "kubescheduler.config.k8s.io/v1":

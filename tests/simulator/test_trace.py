@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulator import trace
 from simulator.errors import TraceError
@@ -135,3 +137,25 @@ def test_timed_workload_orders_by_creation(tmp_path: Path) -> None:
 def test_whole_gpus_only_rounds_shares_up(tmp_path: Path) -> None:
     pods = trace.whole_gpus_only(trace.read_pods(_write(tmp_path, "p.csv", PODS)))
     assert [(p.num_gpu, p.gpu_milli) for p in pods] == [(1, 1000), (1, 1000), (8, 1000), (0, 0)]
+
+
+_CELL = st.one_of(st.integers(-5, 2000).map(str), st.sampled_from(["", "x", "1.5", "G2|T4", "1e3", " 7 "]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(_CELL, min_size=3, max_size=7), max_size=6), st.binary(max_size=40))
+def test_any_pod_list_is_read_or_refused_with_a_trace_error(rows: list[list[str]], noise: bytes) -> None:
+    import tempfile
+
+    text = "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n" + "".join(",".join(r) + "\n" for r in rows)
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "p.csv"
+        f.write_bytes(text.encode() + noise)
+        try:
+            pods = trace.read_pods(f)
+        except TraceError as err:
+            assert err.path == str(f)
+            return
+    for p in pods:  # what is accepted is consistent
+        assert p.cpu_milli >= 0 and p.memory_mib >= 0 and 0 <= p.gpu_milli <= 1000
+        assert (p.num_gpu == 0) == (p.gpu_milli == 0) and (p.num_gpu <= 1 or p.gpu_milli == 1000)
