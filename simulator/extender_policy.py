@@ -26,7 +26,10 @@ changes. What the simulator gets from here:
 
 The cluster view (:class:`_SimClusterView`) plays the cached extender's
 informer: node facts, and the job siblings the affinity strategy needs
-(majority locality of the job's other bound pods, as ``extender.cache`` does).
+(majority locality of the job's other bound pods). Its ``siblings`` repeats
+``extender.cache.ClusterCache.siblings``, which cannot be imported here (that
+module is the Kubernetes informer); the policy refactor should make it one pure
+function that both call.
 """
 
 from __future__ import annotations
