@@ -11,6 +11,8 @@ are wrapped with ``raise ... from err`` so the cause is kept.
     ├── TopologyError               a topology could not be built or decoded
     │   ├── TopologyParseError      `nvidia-smi topo -m` text is unusable (names the line)
     │   └── CodecError              a label/annotation value cannot be decoded
+    │       ├── DeviceListError     NVIDIA_/CUDA_VISIBLE_DEVICES beyond the decoder's limits
+    │       └── NcclLogError        an nccl-tests log that cannot be read (limits, not a log)
     ├── ProbeError                  a hardware source failed (NVML, nvidia-smi, sysfs, kubelet)
     │   ├── NoGpuError              the machine has no NVIDIA GPU / driver at all
     │   └── SourceUnavailable       one source is absent (binary, socket, library missing)
@@ -23,7 +25,9 @@ from __future__ import annotations
 __all__ = [
     "CodecError",
     "ConfigError",
+    "DeviceListError",
     "GputopoError",
+    "NcclLogError",
     "NoGpuError",
     "ProbeError",
     "PublishError",
@@ -60,6 +64,14 @@ class TopologyParseError(TopologyError):
 
 class CodecError(TopologyError):
     """A label or annotation value that does not decode (wrong version, damaged JSON...)."""
+
+
+class DeviceListError(CodecError):
+    """A device-list environment variable that is refused outright (too long, control characters)."""
+
+
+class NcclLogError(CodecError):
+    """An nccl-tests output that cannot be read: over the size limits, binary, or no log at all."""
 
 
 class ProbeError(GputopoError):

@@ -1,0 +1,62 @@
+"""The one place that predicts the NCCL bus bandwidth of a GPU set.
+
+Why one function: ``gputopo audit pod`` (what will this pod's ring reach?) and
+``gputopo audit nccl`` (is this measured run far below what the GPUs allow?) must
+agree on the expectation, and the project is about to replace the crude per-level
+prior with a physical bandwidth model (NVLink rate by generation and link count, PCIe
+by generation and width, P2P unavailable, ...). Every caller goes through
+:func:`expected_busbw`, so the model swaps in here and nowhere else.
+
+Today's model: the best ring through exactly these GPUs comes from
+:mod:`labeler.topology.placement` (never a second ring search), and its worst hop's
+prior bandwidth (:attr:`labeler.topology.links.Link.bandwidth_gbps`, GB/s per
+direction) is the bus bandwidth. That follows nccl-tests' own definition: all-reduce
+``busbw`` "should reflect the speed of the hardware bottleneck" and is per GPU and
+per direction (``NVIDIA/nccl-tests`` ``doc/PERFORMANCE.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from labeler.topology.links import LinkLevel
+from labeler.topology.model import Topology
+from labeler.topology.placement import Placement, placer_for
+
+__all__ = ["expected_busbw", "ring"]
+
+
+def ring(topo: Topology, gpus: Sequence[int]) -> Placement | None:
+    """The best NCCL ring through exactly ``gpus`` (by GPU index); ``None`` when none closes.
+
+    ``None`` also for an empty set. A ring may fail to close when the links it would
+    need are unknown (damaged input): unknown links are never assumed good.
+    Raises ``KeyError`` for an index the topology does not have.
+    """
+    chosen = sorted(set(gpus))
+    if not chosen:
+        return None
+    return placer_for(topo).best(chosen, len(chosen))
+
+
+def expected_busbw(topo: Topology, gpus: Sequence[int]) -> float | None:
+    """Predicted all-reduce bus bandwidth (GB/s per direction) of a ring through ``gpus``.
+
+    ``None`` when there is nothing to predict: fewer than two GPUs (nccl-tests reports
+    busbw 0 on one rank: its factor 2(n-1)/n is 0), or no ring closes over known links.
+
+    >>> from labeler.topology import smi_parser
+    >>> t = smi_parser.parse("GPU0 GPU1 GPU2\\nGPU0 X NV4 SYS\\nGPU1 NV4 X SYS\\nGPU2 SYS SYS X\\n")
+    >>> expected_busbw(t, [0, 1]) == 4 * 20.0
+    True
+    >>> expected_busbw(t, [0, 1, 2])
+    6.0
+    >>> expected_busbw(t, [1]) is None
+    True
+    """
+    if len(set(gpus)) < 2:
+        return None
+    placement = ring(topo, gpus)
+    if placement is None or placement.bottleneck.level is LinkLevel.SELF:
+        return None
+    return placement.bottleneck.bandwidth_gbps
