@@ -27,6 +27,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from gputopo import guard
+from gputopo.guard import PipeSafeConsole as _Console
 from labeler.topology import labels, picture, report, smi_parser
 from labeler.topology.errors import ProbeError, TopologyParseError
 from labeler.topology.findings import Finding
@@ -34,11 +36,11 @@ from labeler.topology.model import Topology
 
 __all__ = ["main"]
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
+EXIT_OK = guard.EXIT_OK
+EXIT_INTERNAL = guard.EXIT_INTERNAL
 EXIT_PARSE = 2
 EXIT_PROBE = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = guard.EXIT_INTERRUPTED
 #: the most input read from FILE or stdin (60x the largest real `nvidia-smi topo -m` in the corpus)
 MAX_INPUT_BYTES = 1 << 20
 
@@ -58,14 +60,6 @@ class InputTooLarge(Exception):
     """The input exceeds :data:`MAX_INPUT_BYTES`."""
 
 
-class _Console(Console):
-    """rich exits with status 1 when stdout's reader goes away; here that is not an error (exit 0)."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gputopo audit",
@@ -74,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Report GPU islands, NIC locality, best k-GPU placements and the node labels gputopo would "
             "publish. FILE is a saved `nvidia-smi topo -m` output, '-' for stdin (at most "
-            f"{MAX_INPUT_BYTES} bytes); without FILE the local machine is probed (NVML, nvidia-smi, sysfs)."
+            f"{MAX_INPUT_BYTES} bytes); without FILE the local machine is probed (NVML, nvidia-smi, sysfs). "
+            "See also `gputopo audit pod --help` (inside a container) and `gputopo audit nccl --help`."
         ),
     )
     p.add_argument("file", nargs="?", help="saved `nvidia-smi topo -m` text, or '-' for stdin")
@@ -113,28 +108,7 @@ def _probe_local() -> tuple[Topology, list[Finding]]:
 
 def main(argv: Sequence[str]) -> int:
     """Run the audit; every outcome is an exit code from ``EXIT_CODES`` and at most one line on stderr."""
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:
-        print("gputopo audit: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `gputopo audit x | head`: the reader left; say nothing more
-        _silence_stdout()
-        return EXIT_OK
-    except Exception as err:  # RecursionError, MemoryError, a bug: one line, never a traceback
-        detail = " ".join(str(err).split())[:200]
-        print(f"gputopo audit: internal error: {type(err).__name__}: {detail} (please report it with the input)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    return guard.guarded("gputopo audit", lambda: _main(argv))
 
 
 def _main(argv: Sequence[str]) -> int:

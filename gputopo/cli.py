@@ -21,6 +21,8 @@ GPU-topology-aware placement for Kubernetes.
 subcommands:
   audit      read a topology (saved `nvidia-smi topo -m`, stdin, or this machine) and report
              islands, NIC locality, best placements and the labels gputopo would publish
+  audit pod  inside a container: the GPUs it got, their island, ring, bandwidth, NICs, CPU alignment
+  audit nccl compare an all_reduce_perf (nccl-tests) log with what its GPUs should reach
   agent      run the node labeler (the DaemonSet entrypoint)
   extender   run the kube-scheduler HTTP extender (filter + prioritize)
   simulate   replay a workload (openb trace or a synthetic PyTorchJob/vLLM mix) on real topologies under
@@ -41,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.parse_args(args or ["--help"])
         return 0
     sub, rest = args[0], args[1:]
+    if sub == "audit" and rest[:1] in (["pod"], ["nccl"]):  # `./pod` still names a file
+        from gputopo import audit_nccl, audit_pod
+
+        return audit_pod.main(rest[1:]) if rest[0] == "pod" else audit_nccl.main(rest[1:])
     if sub == "audit":
         from gputopo import audit
 

@@ -29,21 +29,27 @@ __all__ = [
     "api_client",
     "build_allocation_source",
     "build_prober",
+    "client_for",
     "core_api",
 ]
 
 
 def api_client(settings: AgentSettings) -> k8s.ApiClient:
-    """An ApiClient from the in-cluster service account, else a kubeconfig.
+    """An ApiClient from the in-cluster service account, else a kubeconfig (see :func:`client_for`)."""
+    return client_for(settings.kubeconfig)
+
+
+def client_for(kubeconfig: Path | None) -> k8s.ApiClient:
+    """An ApiClient from ``kubeconfig``, else the in-cluster service account, else the default kubeconfig.
 
     urllib3's own retries are switched off: the publisher retries with backoff
     and counts every attempt, and urllib3 would otherwise sleep on Retry-After
-    for GETs behind our back.
+    for GETs behind our back. Raises :class:`ConfigError` without any configuration.
     """
     cfg = k8s.Configuration()
     try:
-        if settings.kubeconfig is not None:
-            k8s_config.load_kube_config(config_file=str(settings.kubeconfig), client_configuration=cfg)
+        if kubeconfig is not None:
+            k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
         else:
             try:
                 k8s_config.load_incluster_config(client_configuration=cfg)
