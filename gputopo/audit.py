@@ -33,6 +33,7 @@ from labeler.topology import labels, picture, report, smi_parser
 from labeler.topology.errors import ProbeError, TopologyParseError
 from labeler.topology.findings import Finding
 from labeler.topology.model import Topology
+from labeler.topology.scene import to_svg
 
 __all__ = ["main"]
 
@@ -50,10 +51,13 @@ exit status:
   1    internal error: an unexpected failure, reported in one line (please report it with the input)
   2    usage error or unusable input: a bad option or --prefix; FILE missing or unreadable; input larger
        than {MAX_INPUT_BYTES} bytes (a regular file is refused by its size, stdin/FIFOs/devices once they
-       pass it); a parse error naming the line; the --svg path not writable
+       pass it); a parse error naming the line; a --picture/--svg path not writable
   3    no FILE and no NVIDIA GPU on this machine (or every probe failed)
   130  interrupted (Ctrl-C)
 """
+
+
+PICTURE_FORMATS = ("svg", "png")
 
 
 class InputTooLarge(Exception):
@@ -74,7 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", nargs="?", help="saved `nvidia-smi topo -m` text, or '-' for stdin")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--svg", metavar="PATH", help="also write a picture of the link matrix as SVG")
+    p.add_argument("--picture", metavar="PATH", action="append", default=[],
+                   help="also draw the machine (NUMA groups, PCIe switches, NICs, NVLink) to PATH; repeatable")
+    p.add_argument("--format", choices=PICTURE_FORMATS, help="picture format (default: PATH's suffix, else svg)")
+    p.add_argument("--svg", metavar="PATH", action="append", default=[], help="same as --picture PATH --format svg")
     p.add_argument("--prefix", default=labels.DEFAULT_PREFIX, help="label prefix (default: %(default)s)")
     return p
 
@@ -138,22 +145,42 @@ def _main(argv: Sequence[str]) -> int:
         print(f"gputopo audit: {err}", file=sys.stderr)
         return EXIT_PROBE
     doc = report.build(topo, prefix=prefix, extra=extra)
-    if args.svg:
+    pictures = [(path, _picture_format(path, args.format)) for path in args.picture]
+    pictures += [(path, "svg") for path in args.svg]
+    for path, fmt in pictures:
         try:
-            Path(args.svg).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.svg).write_text(picture.render_svg(topo), encoding="utf-8")
+            _write_picture(topo, report.all_findings(topo, extra), path, fmt)
         except OSError as err:
-            print(f"gputopo audit: cannot write {args.svg}: {err.strerror or err}", file=sys.stderr)
+            print(f"gputopo audit: cannot write {path}: {err.strerror or err}", file=sys.stderr)
             return EXIT_PARSE
     if args.json:
         json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
     else:
         _render(doc, topo, _Console(highlight=False))
-        if args.svg:
-            print(f"picture written to {args.svg}")
+        for path, _ in pictures:
+            print(f"picture written to {path}")
     sys.stdout.flush()  # a closed pipe surfaces here, inside main(), not at interpreter exit
     return EXIT_OK
+
+
+def _picture_format(path: str, given: str | None) -> str:
+    """``--format`` when given, else the file name's suffix (``.png``), else SVG."""
+    if given is not None:
+        return given
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return suffix if suffix in PICTURE_FORMATS else "svg"
+
+
+def _write_picture(topo: Topology, found: Sequence[Finding], path: str, fmt: str) -> None:
+    scene = picture.machine_scene(topo, findings=found)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "png":
+        from gputopo.png import render_png  # matplotlib: imported only when a PNG is asked for
+
+        Path(path).write_bytes(render_png(scene))
+    else:
+        Path(path).write_text(to_svg(scene), encoding="utf-8")
 
 
 def _render(doc: dict[str, Any], topo: Topology, console: Console) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "GpuHealth",
     "Health",
     "MigState",
+    "NvLinkState",
     "P2PStatus",
     "PcieLinkState",
     "ProbeResult",
@@ -95,6 +96,20 @@ class MigState:
     mig_uuids: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class NvLinkState:
+    """One GPU's NVLinks as NVML reports them: link numbers active, and present but inactive.
+
+    ``nvmlDeviceGetNvLinkState`` answers ``NVML_FEATURE_ENABLED`` for an active link,
+    ``NVML_FEATURE_DISABLED`` for a link the GPU has but that is down (no bridge, a
+    failed link, the fabric not up), and an error for a link number the GPU does not have.
+    """
+
+    gpu: int
+    active: tuple[int, ...]
+    inactive: tuple[int, ...]
+
+
 _BDF = re.compile(r"^(?:([0-9a-fA-F]{1,8}):)?([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$")
 
 
@@ -132,6 +147,7 @@ class ProbeResult:
     pcie: tuple[PcieLinkState, ...] = ()
     p2p: tuple[P2PStatus, ...] = ()
     mig: tuple[MigState, ...] = ()
+    nvlink: tuple[NvLinkState, ...] = ()
     findings: tuple[Finding, ...] = ()
     pcie_levels: dict[tuple[int, int], str] = field(default_factory=dict, compare=False, hash=False)
     driver_version: str | None = None

@@ -10,6 +10,7 @@ says what each source found (the CLI prints it and exits non-zero, no traceback)
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,14 +18,15 @@ from labeler.discovery import merge as merge_mod
 from labeler.discovery import nvml as nvml_source
 from labeler.discovery import smi as smi_source
 from labeler.discovery import sysfs as sysfs_source
-from labeler.discovery.facts import Finding, Health, ProbeResult, Severity
+from labeler.discovery.facts import Finding, Health, NvLinkState, ProbeResult, Severity
 from labeler.discovery.merge import MergeResult
 from labeler.discovery.smi import Runner, subprocess_runner
 from labeler.discovery.sysfs import SysfsFacts
 from labeler.topology.errors import NoGpuError, ProbeError, SourceUnavailable, TopologyParseError
+from labeler.topology.findings import gpu_set
 from labeler.topology.model import Topology
 
-__all__ = ["NodeFacts", "probe_local", "probe_local_topology", "render_report"]
+__all__ = ["NodeFacts", "nvlink_state_findings", "probe_local", "probe_local_topology", "render_report"]
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,11 @@ def probe_local_topology(**kwargs: Any) -> Topology:
 def render_report(facts: NodeFacts) -> list[Finding]:
     """What the probe knows beyond the merged topology, as findings (the audit adds them to its report).
 
-    Provenance (which sources answered), expected states (PCIe below its maximum
-    generation at idle, MIG mode, a source that is simply not installed) are
-    *information*; a degraded probe, a failing source and an unusable GPU are
-    warnings/errors. P2P, PCIe width training and conflicts between sources are
-    facts of the merged topology and reported from it (:mod:`labeler.topology.report`).
+    Provenance (which sources answered) and a source that is simply not installed are
+    *information*; a degraded probe, a failing source, an unusable GPU, NVLinks down
+    (NVML's per-link state), a pending MIG change and disagreements between sources
+    (``conflict-<kind>``) are warnings/errors. P2P, PCIe training and MIG mode are facts
+    of the merged topology and reported from it (:mod:`labeler.topology.node_findings`).
     """
     out: list[Finding] = [Finding(Severity.INFO, "sources", f"sources: {', '.join(facts.merged.sources)}")]
     if facts.degraded:
@@ -123,17 +125,52 @@ def render_report(facts: NodeFacts) -> list[Finding]:
                 where = f" at {h.bus_id}" if h.bus_id else ""
                 out.append(Finding(Severity.ERROR, f"gpu-{h.status.value}", (
                     f"GPU{h.index}{where} is {h.status.value}: {h.detail} (left out of the topology)"), h.index))
-        low = [f"GPU{st.gpu}" for st in nv.pcie if st.gen_below_max and not st.width_downtrained]
-        if low:
-            out.append(Finding(Severity.INFO, "pcie-gen-below-max", (
-                f"PCIe below max generation (normal at idle): {', '.join(low)}")))
         if nv.p2p and all(p.read == "OK" and p.write == "OK" for p in nv.p2p):
             out.append(Finding(Severity.INFO, "p2p-ok", f"P2P read/write OK for all {len(nv.p2p)} GPU pairs"))
+        out.extend(nvlink_state_findings(nv.nvlink, facts.topology))
         for m in nv.mig:
-            if m.current or m.pending:
-                state = "enabled" if m.current else "disabled"
-                change = " (change pending reset)" if m.current != m.pending else ""
-                out.append(Finding(Severity.INFO, "mig", (
-                    f"GPU{m.gpu} MIG {state}{change}, {len(m.mig_uuids)} MIG device(s)"), m.gpu))
+            if m.current != m.pending:
+                now, then = ("enabled", "disabled") if m.current else ("disabled", "enabled")
+                out.append(Finding(Severity.WARNING, "mig-pending", (
+                    f"GPU{m.gpu}: MIG mode change pending a GPU reset (MIG {now} now, {then} after the reset): "
+                    "what the node serves changes at the next reset"), m.gpu))
+    out.extend(f for f in facts.merged.findings if f.code.startswith("conflict-"))
     out.extend(f for f in facts.merged.findings if f.code.startswith("numa") and f.severity is Severity.INFO)
+    return out
+
+
+def nvlink_state_findings(states: Sequence[NvLinkState], topo: Topology) -> list[Finding]:
+    """NVLinks down, judged against GPUs of the same model (NVML's per-link state; ``nvlink-down``).
+
+    A link NVML reports as present but inactive is down when another GPU of the same
+    model has more links active (on a board every GPU is wired alike). When no GPU of a
+    model has any link active, that is a setup, not a fault: no bridge fitted on PCIe
+    cards, or (NVSwitch boards) the fabric manager is not running (``nvlink-inactive``).
+    """
+    names = {g.index: g.name for g in topo.gpus}
+    by_model: dict[str | None, list[NvLinkState]] = {}
+    for st in states:
+        by_model.setdefault(names.get(st.gpu), []).append(st)
+    out: list[Finding] = []
+    for model, group in by_model.items():
+        most = max(len(st.active) for st in group)
+        if most == 0:
+            present = max(len(st.inactive) for st in group)
+            out.append(Finding(Severity.INFO, "nvlink-inactive", (
+                f"{gpu_set(st.gpu for st in group)}: NVLink present ({present} links each) but none active: no "
+                "NVLink bridge fitted (PCIe cards), or on an NVSwitch board the fabric manager is not running")))
+            continue
+        low: dict[int, list[NvLinkState]] = {}
+        for st in group:
+            if st.inactive and len(st.active) < most:
+                low.setdefault(len(st.active), []).append(st)
+        others = gpu_set(st.gpu for st in group if len(st.active) == most)
+        for n, sts in sorted(low.items()):
+            down = "; ".join(f"GPU{st.gpu} link{'s' if len(st.inactive) > 1 else ''} "
+                             f"{', '.join(map(str, st.inactive))}" for st in sts)
+            cut = " (cut off the NVLink fabric: its traffic falls back to PCIe)" if n == 0 else ""
+            out.append(Finding(Severity.WARNING, "nvlink-down", (
+                f"{gpu_set(st.gpu for st in sts)}: {n} of {most} NVLinks active where {others} "
+                f"({model or 'same model'}) have {most}; down: {down}{cut}. Rings through them lose bandwidth: "
+                "check with `nvidia-smi nvlink -s` and the field diagnostic")))
     return out

@@ -47,7 +47,7 @@ from labeler.topology.links import SELF, Link, LinkLevel
 from labeler.topology.model import P2P, Gpu, Nic, PcieLink, Topology
 from labeler.topology.serialize import format_cpulist
 
-__all__ = ["Conflict", "MergeResult", "merge"]
+__all__ = ["Conflict", "MergeResult", "conflict_findings", "merge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +210,50 @@ def merge(
             prov[subject] = src
             _link_conflicts(subject, cands, nvml, gpus, i, j, n_g, conflicts)
 
-    warnings = [c.describe() for c in conflicts]
-    topo = Topology.from_rows(out_gpus, out_nics, rows, source="+".join(sources), warnings=warnings, p2p=p2p)
-    for c in conflicts:
-        findings.append(Finding(Severity.WARNING, "conflict", c.describe()))
+    topo = Topology.from_rows(out_gpus, out_nics, rows, source="+".join(sources), p2p=p2p)
+    findings.extend(conflict_findings(conflicts))
     if sysfs is not None:
         findings.extend(sysfs.findings)
     return MergeResult(topo, tuple(conflicts), prov, tuple(findings), sources)
+
+
+#: per conflict kind: what the sources disagree on, what a subject is, and what usually causes it
+_CONFLICT_CAUSES: dict[str, tuple[str, str, str]] = {
+    "nvlink": ("the NVLink count of", "link", "a link that went down between two reads, or a stale saved output"),
+    "pcie-level": ("the PCIe level of", "link", "the driver's and the kernel's view of the PCIe tree differ: a "
+                   "BIOS or ACS setting, a VM, or a card moved since the saved output"),
+    "cpu-affinity": ("the CPU affinity of", "GPU", "BIOS NUMA settings (NPS, SNC) changed, or a VM's virtual NUMA"),
+    "numa-affinity": ("the NUMA node of", "GPU", "BIOS NUMA settings (NPS, SNC) changed, or a VM's virtual NUMA"),
+    "gpu-set": ("which GPUs exist", "", "a GPU on the bus the driver does not use (fallen off, or bound to vfio)"),
+    "nic-set": ("which NICs exist", "", "NICs without RDMA in one source, or named differently"),
+    "pcie-link": ("the maximum PCIe link of", "GPU", "the sources read GPU and slot capability differently"),
+}
+
+
+def conflict_findings(conflicts: Sequence[Conflict]) -> list[Finding]:
+    """One warning per kind and set of sources (``conflict-<kind>``), naming up to three subjects."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Conflict]] = {}
+    for c in conflicts:
+        groups.setdefault((c.kind, tuple(s for s, _ in c.values)), []).append(c)
+    out = []
+    for (kind, srcs), group in groups.items():
+        what, noun, cause = _CONFLICT_CAUSES.get(kind, (kind, "", "sources disagree"))
+        shown = "; ".join(
+            f"{c.subject}: " + ", ".join(f"{s}={v}" for s, v in c.values) for c in group[:3]
+        ) + ("; …" if len(group) > 3 else "")
+        count = f" {len(group)} {noun}{'s' if len(group) > 1 else ''}" if noun else ""
+        out.append(Finding(Severity.WARNING, f"conflict-{kind}", (
+            f"{_and(srcs)} disagree on {what}{count} ({shown}); using {_used(group[0].chosen_from)}. "
+            f"Likely cause: {cause}")))
+    return out
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _used(source: str) -> str:
+    return "the union of both" if source == "union" else f"{source}'s"
 
 
 def _link_conflicts(
@@ -276,6 +313,7 @@ def _merge_gpu(g: _G, conflicts: list[Conflict], prov: dict[str, str]) -> Gpu:
         cc=g.nvml.cc if g.nvml else None,
         nvlink_version=g.nvml.nvlink_version if g.nvml else None,
         pcie=_merge_pcie(label, g, conflicts, prov),
+        mig=g.nvml.mig if g.nvml else None,
     )
 
 

@@ -39,6 +39,7 @@ from labeler.discovery.facts import (
     GpuHealth,
     Health,
     MigState,
+    NvLinkState,
     P2PStatus,
     PcieLinkState,
     ProbeResult,
@@ -278,9 +279,10 @@ def _probe(nv: Any, cpu_count: int) -> ProbeResult:
 
     # NVLink: per GPU, count active links per remote PCI address.
     nvl: dict[int, Counter[str]] = {}
+    link_states: dict[int, NvLinkState] = {}
     for dev in alive():
         try:
-            nvl[dev.index], dev.nvlink_version = _nvlinks(ctx, dev)
+            nvl[dev.index], dev.nvlink_version, link_states[dev.index] = _nvlinks(ctx, dev)
         except _GpuFailed as exc:
             fail(dev, exc)
 
@@ -307,6 +309,7 @@ def _probe(nv: Any, cpu_count: int) -> ProbeResult:
     healthy = [d for d in devs if d.index not in failed and d.handle is not None]
     nv_counts = _nvlink_matrix(healthy, nvl)
     links_of = {st.gpu: _pcie_link(st) for st in pcie}
+    mig_of = {m.gpu: m.current for m in mig}
     gpus = [
         Gpu(
             index=d.index,
@@ -320,6 +323,7 @@ def _probe(nv: Any, cpu_count: int) -> ProbeResult:
             cc=d.cc,
             nvlink_version=d.nvlink_version,
             pcie=links_of.get(d.index),
+            mig=mig_of.get(d.index),
         )
         for d in healthy
     ]
@@ -374,6 +378,7 @@ def _probe(nv: Any, cpu_count: int) -> ProbeResult:
         pcie=tuple(pcie),
         p2p=tuple(p for p in p2p if p.a not in failed and p.b not in failed),
         mig=tuple(m for m in mig if m.gpu not in failed),
+        nvlink=tuple(st for g, st in sorted(link_states.items()) if g not in failed and st.active + st.inactive),
         findings=tuple(findings),
         pcie_levels={k: v.token for k, v in pcie_levels.items() if k[0] not in failed and k[1] not in failed},
         driver_version=driver,
@@ -494,10 +499,13 @@ def _mig(ctx: _Ctx, dev: _Dev) -> MigState | None:
     return MigState(dev.index, current, pending, tuple(uuids))
 
 
-def _nvlinks(ctx: _Ctx, dev: _Dev) -> tuple[Counter[str], str | None]:
-    """Active NVLinks of one GPU, counted per remote bus id (``switch:`` prefix for NVSwitch), and their version."""
+def _nvlinks(ctx: _Ctx, dev: _Dev) -> tuple[Counter[str], str | None, NvLinkState]:
+    """Active NVLinks of one GPU, counted per remote bus id (``switch:`` prefix for NVSwitch), their version,
+    and which link numbers are active or present but down."""
     nv, h = ctx.nv, dev.handle
     out: Counter[str] = Counter()
+    active: list[int] = []
+    inactive: list[int] = []
     versions: set[str | None] = set()
     names = _nvlink_version_names(nv)
     max_links = int(getattr(nv, "NVML_NVLINK_MAX_LINKS", 18))
@@ -509,7 +517,9 @@ def _nvlinks(ctx: _Ctx, dev: _Dev) -> tuple[Counter[str], str | None]:
                 break  # no NVLink on this GPU at all (PCIe cards): skip 35 useless calls
             continue
         if int(state) != _const(nv, "NVML_FEATURE_ENABLED"):
+            inactive.append(link)
             continue
+        active.append(link)
         remote = ctx.optional_call(nv.nvmlDeviceGetNvLinkRemotePciInfo, h, link, what="NVLink remote PCI info")
         if remote is None:
             continue
@@ -521,7 +531,8 @@ def _nvlinks(ctx: _Ctx, dev: _Dev) -> tuple[Counter[str], str | None]:
         version = _optional_attr(ctx, "nvmlDeviceGetNvLinkVersion", h, link, what="NVLink version")
         versions.add(None if version is None else names.get(int(version)))
     # one version for all active links, else (mixed or partly unknown) unknown
-    return out, (versions.pop() if len(versions) == 1 else None)
+    state = NvLinkState(dev.index, tuple(active), tuple(inactive))
+    return out, (versions.pop() if len(versions) == 1 else None), state
 
 
 def _nvlink_matrix(devs: list[_Dev], nvl: dict[int, Counter[str]]) -> dict[tuple[int, int], int]:

@@ -10,9 +10,12 @@ machines match on ``code`` instead of message text.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Finding", "Severity"]
+from labeler.topology.serialize import format_cpulist
+
+__all__ = ["Finding", "Severity", "gpu_set", "pairs_text"]
 
 
 class Severity(enum.StrEnum):
@@ -26,7 +29,7 @@ class Finding:
     """Something a person should know about the node, with a stable machine code."""
 
     severity: Severity
-    code: str  # e.g. "cross-numa", "sys-within-numa", "pcie-width-downtrained", "gpu-lost", "conflict"
+    code: str  # e.g. "cross-numa", "sys-within-numa", "pcie-width-downtrained", "gpu-lost", "conflict-nvlink"
     message: str
     gpu: int | None = None
 
@@ -39,3 +42,17 @@ class Finding:
         if self.gpu is not None:
             out["gpu"] = self.gpu
         return out
+
+
+def gpu_set(gpus: Iterable[int]) -> str:
+    """``GPU0-3``, ``GPU0,2,5``, ``GPU4``: a set of GPUs in cpulist notation, as findings name them.
+
+    >>> gpu_set([0, 1, 2, 3]), gpu_set([0, 2, 5]), gpu_set([4]), gpu_set([0, 1, 4, 5, 6])
+    ('GPU0-3', 'GPU0,2,5', 'GPU4', 'GPU0-1,4-6')
+    """
+    return "GPU" + format_cpulist(set(gpus))
+
+
+def pairs_text(n: int) -> str:
+    """``1 GPU pair``, ``6 GPU pairs``."""
+    return f"{n} GPU pair" + ("" if n == 1 else "s")

@@ -12,8 +12,8 @@ off). The constructor enforces the invariants every consumer relies on: the
 diagonal is ``X``, nothing else is ``X``, and the matrix is symmetric.
 
 Topology facts v2 (what the bandwidth model reads, each ``None`` = unknown):
-per GPU the architecture, CUDA compute capability, NVLink version and PCIe link
-(:class:`PcieLink`); per GPU pair the NVLink count (the ``NV#`` cell) and the
+per GPU the architecture, CUDA compute capability, NVLink version, PCIe link
+(:class:`PcieLink`) and MIG mode; per GPU pair the NVLink count (the ``NV#`` cell) and the
 P2P status (:attr:`Topology.p2p`, :class:`P2P`); per NIC the link rate. They
 are filled only from what a source reported (NVML, sysfs), never derived from a
 model name, so a topology read from `nvidia-smi topo -m` text leaves them unknown.
@@ -107,6 +107,7 @@ class Gpu:
     cc: str | None = None  # CUDA compute capability "9.0" (tells GA100 "8.0" from GA102 "8.6")
     nvlink_version: str | None = None  # NVLink version of its active links, "4.0" (NVML); None without NVLink
     pcie: PcieLink | None = None
+    mig: bool | None = None  # MIG mode enabled now (NVML current mode); None: unknown or not MIG-capable
 
     def __post_init__(self) -> None:
         if self.pcie is not None and not self.pcie.known:

@@ -14,27 +14,20 @@ domains, a VM that hides the PCIe tree, P2P/ACS settings).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from labeler.topology import islands, labels, nic_locality, numa, serialize
-from labeler.topology.findings import Finding, Severity
+from labeler.topology import islands, labels, nic_locality, node_findings, numa, serialize
+from labeler.topology.findings import Finding, Severity, gpu_set, pairs_text
 from labeler.topology.links import ISLAND_LEVELS, LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.placement import placer_for
 
-__all__ = ["build", "findings", "gpu_set"]
+__all__ = ["all_findings", "build", "findings", "gpu_set"]
 
 WARN, INFO = Severity.WARNING, Severity.INFO
-
-
-def gpu_set(gpus: Iterable[int]) -> str:
-    """``GPU0-3``, ``GPU0,2,5``, ``GPU4``: a set of GPUs in cpulist notation.
-
-    >>> gpu_set([0, 1, 2, 3]), gpu_set([0, 2, 5]), gpu_set([4]), gpu_set([0, 1, 4, 5, 6])
-    ('GPU0-3', 'GPU0,2,5', 'GPU4', 'GPU0-1,4-6')
-    """
-    return "GPU" + serialize.format_cpulist(set(gpus))
+#: codes a probe finding replaces (the probe saw the cause the matrix only implies)
+SUPERSEDED_BY_PROBE = frozenset({"nvlink-down", "mig-enabled"})
 
 
 def _where(groups: numa.NumaGroups, x: int, topo: Topology) -> str:
@@ -47,8 +40,7 @@ def _where(groups: numa.NumaGroups, x: int, topo: Topology) -> str:
     return "CPUs " + serialize.format_cpulist(cpus) if cpus else "NUMA ?"
 
 
-def _pairs(n: int) -> str:
-    return f"{n} GPU pair" + ("" if n == 1 else "s")
+_pairs = pairs_text
 
 
 def _pairs_at(topo: Topology, a: Sequence[int], b: Sequence[int], level: LinkLevel) -> int:
@@ -121,79 +113,6 @@ def _numa_findings(topo: Topology, groups: numa.NumaGroups) -> list[Finding]:
     return out
 
 
-def _p2p_findings(topo: Topology) -> list[Finding]:
-    if not topo.p2p:
-        return []
-    bad: dict[str, list[tuple[int, int]]] = {}
-    pairs = 0
-    for i, ga in enumerate(topo.gpus):
-        for j in range(i + 1, len(topo.gpus)):
-            status = topo.p2p[i][j]
-            if status is None:
-                continue
-            pairs += 1
-            if not status.works:
-                bad.setdefault(status.value, []).append((ga.index, topo.gpus[j].index))
-    out: list[Finding] = []
-    # islands of GPUs with working P2P among them: unavailable pairs are named per island pair
-    groups = _p2p_islands(topo)
-    where = {g: k for k, grp in enumerate(groups) for g in grp}
-    for code, bad_pairs in sorted(bad.items()):
-        if len(bad_pairs) == pairs:
-            out.append(Finding(WARN, "p2p-unavailable", (
-                f"P2P unavailable between every GPU pair (NVML: {code}): GPU↔GPU traffic is staged through host "
-                "memory")))
-            continue
-        by_pair: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        for a, b in bad_pairs:
-            x, y = sorted((where[a], where[b]))
-            by_pair.setdefault((x, y), []).append((a, b))
-        for (x, y), among in sorted(by_pair.items()):
-            if len(among) <= 2:
-                scope = "for " + ", ".join(f"GPU{a}↔GPU{b}" for a, b in among)
-            elif x != y:
-                scope = f"between {gpu_set(groups[x])} and {gpu_set(groups[y])} ({_pairs(len(among))})"
-            else:
-                scope = f"for {_pairs(len(among))} inside {gpu_set(groups[x])}"
-            out.append(Finding(WARN, "p2p-unavailable", f"P2P unavailable {scope} (NVML: {code})"))
-    return out
-
-
-def _p2p_islands(topo: Topology) -> list[list[int]]:
-    parent = {g.index: g.index for g in topo.gpus}
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, ga in enumerate(topo.gpus):
-        for j in range(i + 1, len(topo.gpus)):
-            status = topo.p2p[i][j]
-            if status is not None and status.works:
-                ra, rb = find(ga.index), find(topo.gpus[j].index)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[int, list[int]] = {}
-    for g in topo.gpus:
-        groups.setdefault(find(g.index), []).append(g.index)
-    return sorted(groups.values(), key=lambda grp: grp[0])
-
-
-def _pcie_findings(topo: Topology) -> list[Finding]:
-    down: dict[tuple[int, int], list[int]] = {}
-    for g in topo.gpus:
-        if g.pcie is not None and g.pcie.width_downtrained:
-            assert g.pcie.width is not None and g.pcie.max_width is not None
-            down.setdefault((g.pcie.width, g.pcie.max_width), []).append(g.index)
-    return [
-        Finding(WARN, "pcie-width-downtrained", (
-            f"{gpu_set(gpus)}: PCIe link trained at x{width} of x{max_width}: reseat the card or check the riser/slot"))
-        for (width, max_width), gpus in sorted(down.items())
-    ]
-
-
 def findings(topo: Topology) -> list[Finding]:
     """What a platform engineer should read before trusting this node for multi-GPU jobs, grouped per cause."""
     out: list[Finding] = [Finding(WARN, "input", w) for w in topo.warnings]
@@ -215,8 +134,7 @@ def findings(topo: Topology) -> list[Finding]:
             out.append(Finding(WARN, "nvlink-not-all-to-all", (
                 f"NVLink island {gpu_set(island)} is not all-to-all ({len(missing)} pairs without NVLink, e.g. "
                 f"GPU{missing[0][0]}↔GPU{missing[0][1]}): only some GPU sets ring over NVLink")))
-    out.extend(_p2p_findings(topo))
-    out.extend(_pcie_findings(topo))
+    out.extend(node_findings.findings(topo))
     loc = nic_locality.compute(topo)
     far = [g for g, gl in loc.items() if gl.level is not None and gl.level > nic_locality.GPUDIRECT_MAX_LEVEL]
     if far and len(far) < len(loc):
@@ -234,6 +152,17 @@ def findings(topo: Topology) -> list[Finding]:
     if far_nics:
         out.append(Finding(WARN, "nic-far", f"NIC {', '.join(far_nics)} SYS to every GPU"))
     return out
+
+
+def all_findings(topo: Topology, extra: Sequence[Finding] = ()) -> list[Finding]:
+    """The topology's findings, then the probe's (``extra``).
+
+    Where the probe says something the topology also implies (same ``code``, e.g.
+    ``nvlink-down`` from NVML's per-link state and from the matrix), the probe's
+    finding replaces the topology's: it has the better evidence.
+    """
+    probed = {f.code for f in extra}
+    return [*(f for f in findings(topo) if f.code not in probed or f.code not in SUPERSEDED_BY_PROBE), *extra]
 
 
 def build(
@@ -257,7 +186,7 @@ def build(
                 "ring": list(placement.ring),
                 "bottleneck": placement.bottleneck.token,
             }
-    found = [*findings(topo), *extra]
+    found = all_findings(topo, extra)
     return {
         "source": topo.source,
         "gpu_count": len(topo.gpus),

@@ -9,7 +9,7 @@ Format v2 (written since label schema v2), small because it rides on the Node::
 
     {"v": 2,
      "common": {"name": "NVIDIA H100 80GB HBM3", "arch": "hopper", "cc": "9.0",
-                "nvlink_version": "4.0", "pcie": [null, 16, 5, 16]},
+                "nvlink_version": "4.0", "pcie": [null, 16, 5, 16], "mig": false},
      "gpus":   [{"index": 0, "bus_id": "0000:18:00.0", "uuid": "GPU-…",
                  "cpu_affinity": "0-47", "numa_affinity": "0"}, …],
      "nics":   [{"device": "mlx5_0", "rate_mbps": 400000}, …],
@@ -19,7 +19,8 @@ Format v2 (written since label schema v2), small because it rides on the Node::
 * ``gpus``: ``index`` always; every other key only when known. Keys whose value
   is the same on every GPU (two or more) are written once in ``common``.
   ``pcie`` is ``[gen, width, max_gen, max_width]`` (current then maximum; ``null``
-  unknown). CPU and NUMA sets are Linux cpulists (``"0-47,96-143"``).
+  unknown). CPU and NUMA sets are Linux cpulists (``"0-47,96-143"``). ``mig``:
+  MIG mode enabled (``true``/``false``), absent when unknown or not MIG-capable.
 * ``nics``: ``column`` only when it is not ``NIC<position>``; ``device``,
   ``rate_mbps`` when known.
 * ``links``: the upper triangle of the symmetric matrix over GPUs then NICs,
@@ -63,7 +64,7 @@ UNKNOWN_TOKEN = "?"
 
 _RANGE = re.compile(r"(\d+)(?:-(\d+))?")
 #: GPU keys that may move to ``common`` (never index/uuid/bus_id: they identify one GPU)
-_SHAREABLE = ("name", "cpu_affinity", "numa_affinity", "gpu_numa_id", "arch", "cc", "nvlink_version", "pcie")
+_SHAREABLE = ("name", "cpu_affinity", "numa_affinity", "gpu_numa_id", "arch", "cc", "nvlink_version", "pcie", "mig")
 
 
 def parse_cpulist(text: str) -> frozenset[int]:
@@ -124,6 +125,7 @@ def _gpu_fields(g: Gpu) -> dict[str, Any]:
         "cc": g.cc,
         "nvlink_version": g.nvlink_version,
         "pcie": pcie,
+        "mig": g.mig,
     }
     return {k: v for k, v in fields.items() if v is not None or k == "index"}
 
@@ -237,7 +239,15 @@ def _gpu(d: dict[str, Any]) -> Gpu:
         cc=_opt_str(d, "cc"),
         nvlink_version=_opt_str(d, "nvlink_version"),
         pcie=_pcie(d.get("pcie")),
+        mig=_opt_bool(d, "mig"),
     )
+
+
+def _opt_bool(d: dict[str, Any], key: str) -> bool | None:
+    v = d.get(key)
+    if v is not None and not isinstance(v, bool):
+        raise CodecError(f"{key} must be true or false, got {v!r}")
+    return None if v is None else bool(v)
 
 
 def _rows_from_triangle(rows: list[Any], n: int, what: str) -> list[list[str | None]]:

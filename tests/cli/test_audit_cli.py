@@ -75,6 +75,28 @@ def test_audit_svg_is_well_formed(tmp_path: Path) -> None:
     assert "GPU0↔GPU3: NV2" in titles  # DGX-1: GPU0-GPU3 is a double NVLink
 
 
+def test_audit_pictures_by_suffix_format_and_the_svg_alias(tmp_path: Path) -> None:
+    src = str(CORPUS / "051_h100x8-nv18-8nics-dualport-pix-pairs.txt")
+    png, forced, svg = tmp_path / "a.png", tmp_path / "b.img", tmp_path / "c.svg"
+    res = run("audit", src, "--picture", str(png), "--picture", str(forced), "--format", "png", "--svg", str(svg))
+    assert res.returncode == 0, res.stderr
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert forced.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")  # --format wins over an unknown suffix
+    root = ET.fromstring(svg.read_text())
+    assert [g.get("data-gpus") for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "nvswitch"] == [
+        "0-7"]
+    for path in (png, forced, svg):
+        assert f"picture written to {path}" in res.stdout
+
+
+def test_audit_picture_to_an_unwritable_place_exits_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = run("audit", str(CORPUS / "027_8gpu-nv12-bridge-pairs-node-sys-2nics.txt"), "--picture",
+              str(blocker / "x.png"))
+    assert res.returncode == 2 and "cannot write" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_cli_help_lists_subcommands() -> None:
     res = run("--help")
     assert res.returncode == 0

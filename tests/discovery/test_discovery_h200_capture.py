@@ -134,7 +134,8 @@ def test_all_three_sources_merged(sysfs_root: Path) -> None:
     doc = serialize.to_dict(topo)
     assert doc["gpus"] == [{
         "index": 0, "name": "NVIDIA H200", "bus_id": "0000:00:06.0", "uuid": "GPU-e870354f-443d-ae71-471a-9234f592b9fd",
-        "cpu_affinity": "0-15", "numa_affinity": "0", "arch": "hopper", "cc": "9.0", "pcie": [5, 16, 5, 16]}]
+        "cpu_affinity": "0-15", "numa_affinity": "0", "arch": "hopper", "cc": "9.0", "pcie": [5, 16, 5, 16],
+        "mig": False}]  # nvmlDeviceGetMigMode [0, 0]: MIG-capable, disabled
     # what the agent publishes: the current generation follows the power state, so it is left out
     published = json.loads(labels.encode_annotations(topo.stable())["gputopo.io/topology"])
     assert published["gpus"][0]["pcie"] == [None, 16, 5, 16]

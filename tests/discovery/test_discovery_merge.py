@@ -52,8 +52,16 @@ def test_sysfs_edited_so_two_gpus_sit_under_different_root_ports_is_a_conflict(t
     assert dict(by_subject["GPU1-NIC0"].values) == {"nvidia-smi": "PIX", "sysfs": "NODE"}
     assert dict(by_subject["GPU1-NIC1"].values) == {"nvidia-smi": "NODE", "sysfs": "PIX"}
     assert {s for s in by_subject} == {"GPU0-GPU1", "GPU1-GPU2", "GPU1-GPU3", "GPU1-NIC0", "GPU1-NIC1"}
-    assert any(f.code == "conflict" and "GPU0-GPU1" in f.message for f in res.findings)
-    assert any("GPU0-GPU1" in w for w in res.topology.warnings)
+    # one finding per cause (kind and the sources that disagree), not one per cell
+    found = [f for f in res.findings if f.code.startswith("conflict-")]
+    assert [(f.code, f.severity.value) for f in found] == [("conflict-pcie-level", "warning")] * 2
+    assert found[0].message.startswith(
+        "nvml, nvidia-smi and sysfs disagree on the PCIe level of 3 links (GPU0-GPU1: nvml=PIX, nvidia-smi=PIX, "
+        "sysfs=NODE; GPU1-GPU2: ")
+    assert found[1].message.startswith(
+        "nvidia-smi and sysfs disagree on the PCIe level of 2 links (GPU1-NIC0: nvidia-smi=PIX, sysfs=NODE; "
+        "GPU1-NIC1: nvidia-smi=NODE, sysfs=PIX); using nvidia-smi's. Likely cause: ")
+    assert res.topology.warnings == ()  # said once, as findings: not again as reader warnings
 
 
 def test_nvlink_count_disagreement_between_nvml_and_smi(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from factories import from_tokens
 
-from labeler.topology import numa, picture, report
+from labeler.topology import numa, report
 from labeler.topology.model import P2P, Gpu, PcieLink, Topology
 from labeler.topology.serialize import parse_cpulist
 
@@ -74,14 +74,6 @@ def test_groups(topo: Topology, basis: numa.Basis, groups: tuple[tuple[int, ...]
     assert (got.basis, got.groups) == (basis, groups)
     if groups is not None:
         assert sorted(g for grp in groups for g in grp) == list(topo.gpu_indices)
-
-
-def test_picture_tags_gpus_by_numa_group_and_says_when_unknown() -> None:
-    known = with_affinity(from_tokens(NV4), ["0", "0", "1", "1"])
-    svg = picture.render_svg(known)
-    assert "GPU0 · N0" in svg and "GPU3 · N1" in svg and svg.count('stroke="#e4572e"') == 2
-    unknown = picture.render_svg(CASES[6][1])
-    assert "NUMA placement unknown" in unknown and 'stroke="#e4572e"' not in unknown
 
 
 def test_p2p_findings_name_pairs_or_say_every_pair() -> None:
