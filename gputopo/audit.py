@@ -16,6 +16,7 @@ wrong beyond that is one line on stderr and exit code 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import stat
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gputopo import guard
@@ -35,7 +37,7 @@ from labeler.topology.findings import Finding
 from labeler.topology.model import Topology
 from labeler.topology.scene import to_svg
 
-__all__ = ["main"]
+__all__ = ["main", "render_text"]
 
 EXIT_OK = guard.EXIT_OK
 EXIT_INTERNAL = guard.EXIT_INTERNAL
@@ -183,9 +185,18 @@ def _write_picture(topo: Topology, found: Sequence[Finding], path: str, fmt: str
         Path(path).write_text(to_svg(scene), encoding="utf-8")
 
 
+def render_text(doc: dict[str, Any], topo: Topology, *, width: int = 110) -> str:
+    """The tables exactly as printed, at a fixed width and without colour (for goldens and logs)."""
+    console = Console(width=width, color_system=None, highlight=False, record=True, file=io.StringIO())
+    _render(doc, topo, console)
+    return console.export_text()
+
+
 def _render(doc: dict[str, Any], topo: Topology, console: Console) -> None:
     """Tables for people: GPUs, islands, best placements, labels, warnings."""
-    console.print(f"[bold]{doc['source'] or 'topology'}[/bold]: {doc['gpu_count']} GPUs, {doc['nic_count']} NICs")
+    gpus_n, nics_n = doc["gpu_count"], doc["nic_count"]
+    console.print(f"[bold]{escape(doc['source'] or 'topology')}[/bold]: {gpus_n} GPU{'s' * (gpus_n != 1)}, "
+                  f"{nics_n} NIC{'s' * (nics_n != 1)}")
     gpus = Table(title="GPUs", title_justify="left")
     for col in ("GPU", "CPU affinity", "NUMA", "nearest NIC", "level"):
         gpus.add_column(col)
@@ -225,13 +236,16 @@ def _render(doc: dict[str, Any], topo: Topology, console: Console) -> None:
     console.print(lab)
     size = sum(len(v) for v in doc["annotations"].values())
     console.print(f"annotations: {', '.join(doc['annotations'])} ({size} bytes of compact JSON)")
-    if doc["warnings"]:
+    # one line per finding: severity mark (! warning, X error, - info), [code], message
+    warn = [f for f in doc["findings"] if f["severity"] != "info"]
+    if warn:
         console.print("[bold]Warnings[/bold]")
-        for w in doc["warnings"]:
-            console.print(f"  ! {w}", markup=False)  # messages quote input text: never read as rich markup
+        for f in warn:  # messages quote input text: never read as rich markup
+            console.print(f"  {'X' if f['severity'] == 'error' else '!'} [{f['code']}] {f['message']}", markup=False)
     else:
         console.print("no warnings")
-    if doc["info"]:
+    info = [f for f in doc["findings"] if f["severity"] == "info"]
+    if info:
         console.print("[bold]Information[/bold]")
-        for line in doc["info"]:
-            console.print(f"  - {line}", markup=False)
+        for f in info:
+            console.print(f"  - [{f['code']}] {f['message']}", markup=False)

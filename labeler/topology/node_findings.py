@@ -190,7 +190,8 @@ def nvlink_findings(topo: Topology) -> list[Finding]:
         for n, gpus in sorted(low.items()):
             lost = sw.width - n
             out.append(Finding(WARN, "nvlink-down", (
-                f"{gpu_set(gpus)} reach the NVSwitch fabric of {gpu_set(sw.gpus)} with NV{n} where the others have "
+                f"{gpu_set(gpus)} reach{'es' if len(gpus) == 1 else ''} the NVSwitch fabric of {gpu_set(sw.gpus)} "
+                f"with NV{n} where the others have "
                 f"NV{sw.width}: {lost} NVLink{'s' if lost > 1 else ''} down per GPU (bandwidth of every ring "
                 "through them drops; NVML's per-link state on the node names the links)")))
     return out

@@ -9,7 +9,10 @@ affinity, ``[current, pending]`` for MIG mode).
 
 Failure injection: ``init_error`` (driver/library missing), ``lost_after`` /
 ``unknown_after`` (a GPU answers N calls, then every call touching it raises
-``GPU_IS_LOST`` / ``UNKNOWN``, as when a GPU falls off the bus mid-probe).
+``GPU_IS_LOST`` / ``UNKNOWN``, as when a GPU falls off the bus mid-probe). A link listed
+in a GPU row's ``nvlinks_down`` answers ``nvmlDeviceGetNvLinkState`` with
+``NVML_FEATURE_DISABLED`` (the GPU has the link, it is not up), as the driver does for a
+failed link, a missing bridge or an NVSwitch board whose fabric manager is not running.
 """
 
 from __future__ import annotations
@@ -217,6 +220,8 @@ class FakeNvml:
     def nvmlDeviceGetNvLinkState(self, h: _Handle, link: int) -> int:
         self.nvlink_state_calls += 1
         self._link(h, link)
+        if link in self.machine.gpus[h.index].nvlinks_down:
+            return int(pynvml.NVML_FEATURE_DISABLED)
         return int(pynvml.NVML_FEATURE_ENABLED)
 
     def nvmlDeviceGetNvLinkRemotePciInfo(self, h: _Handle, link: int) -> SimpleNamespace:

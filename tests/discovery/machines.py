@@ -75,6 +75,7 @@ class GpuRow:
     cpus: str
     pcie: tuple[int, int, int, int] = (4, 4, 16, 16)  # curr gen, max gen, curr width, max width
     nvlinks: tuple[str, ...] = ()  # remote bdf per NVLink, "sw:" prefix for an NVSwitch
+    nvlinks_down: tuple[int, ...] = ()  # link numbers the GPU has but that are inactive (state DISABLED)
     mig: tuple[int, int] | None = None  # (current, pending); None: not MIG-capable
     mig_uuids: tuple[str, ...] = ()
     arch: str | None = None  # pynvml constant name suffix: "AMPERE" -> NVML_DEVICE_ARCH_AMPERE; None: not supported

@@ -147,7 +147,7 @@ def test_a_gpu_with_a_link_down_on_the_fabric_is_marked_and_found() -> None:
     assert sw.get("data-links") == "18"
     assert {d.get("data-gpu"): d.get("data-links") for d in groups(sw, "nvswitch-link")}["3"] == "17"
     assert [f.message for f in report.findings(hurt) if f.code == "nvlink-down"] == [
-        "GPU3 reach the NVSwitch fabric of GPU0-7 with NV17 where the others have NV18: 1 NVLink down per GPU "
+        "GPU3 reaches the NVSwitch fabric of GPU0-7 with NV17 where the others have NV18: 1 NVLink down per GPU "
         "(bandwidth of every ring through them drops; NVML's per-link state on the node names the links)"]
 
 
