@@ -2,10 +2,11 @@
 
 What is measured: the bytes of the value the agent publishes (``labels.encode_annotations``
 of ``Topology.stable()``), with every v2 fact a probe would fill in (name, UUID, bus id,
-CPU/NUMA affinity, architecture, compute capability, NVLink version, PCIe link, P2P per
-pair, NIC rates). Beside it: the same topology in format v1 (full square matrix of JSON
-tokens, the encoding of label schema v1, written here only for the comparison) and the
-decode time of the v2 value against ``json.loads`` of the same bytes (the floor).
+CPU/NUMA affinity, architecture, compute capability, NVLink version, PCIe link, MIG mode
+(disabled, as NVML reports it on a MIG-capable GPU), P2P per pair, NIC rates). Beside it:
+the same topology in format v1 (full square matrix of JSON tokens, the encoding of label
+schema v1, written here only for the comparison) and the decode time of the v2 value
+against ``json.loads`` of the same bytes (the floor).
 
 * 8 GPUs + 18 NICs: the real OCI A100 node of corpus 028 (its matrix and affinity), with
   the facts NVML/sysfs would add for an A100-SXM4 on HDR InfiniBand;
@@ -44,7 +45,7 @@ def with_facts(topo: Topology, *, name: str, arch: str, cc: str, nvlink: str, pc
     gpus = [
         dataclasses.replace(g, name=name, uuid=f"GPU-{uuid.uuid5(NS, f'{name}{g.index}')}",
                             bus_id=f"0000:{0x07 + 0x10 * g.index:02x}:00.0", arch=arch, cc=cc,
-                            nvlink_version=nvlink, pcie=pcie)
+                            nvlink_version=nvlink, pcie=pcie, mig=False)
         for g in topo.gpus
     ]
     nics = [dataclasses.replace(n, device=n.device or f"mlx5_{k}", rate_mbps=rate) for k, n in enumerate(topo.nics)]

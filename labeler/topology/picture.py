@@ -23,7 +23,7 @@ from labeler.topology.links import LinkLevel
 from labeler.topology.model import Gpu, Topology
 from labeler.topology.scene import Group, Item, Path, Rect, Scene, Text, text_width, to_svg
 from labeler.topology.serialize import format_cpulist
-from labeler.topology.wiring import Box, Wiring, analyse
+from labeler.topology.wiring import Box, Wiring, analyse, pcie_level
 
 __all__ = ["LEVEL_COLOURS", "LEVEL_MEANING", "machine_scene", "render_svg", "tint"]
 
@@ -53,6 +53,7 @@ _BAD = "#d32f2f"
 _FAR_FILL, _FAR_STROKE = "#f5f5f5", "#9e9e9e"
 
 MARGIN, GAP, PAD, PAD_T, NIC_GAP, GROUP_GAP = 18.0, 10.0, 10.0, 10.0, 18.0, 52.0
+FAR_BELOW_WIDTH = 1000.0  # wider than this with the far NICs beside the groups: they go on a row below
 LABEL_SIZE = 10.5
 
 
@@ -129,6 +130,10 @@ class _Slot:
     gpus: list[int] = field(default_factory=list)  # matrix positions
     nics: list[int] = field(default_factory=list)  # matrix positions
     w: float = 0.0
+    x: float = 0.0
+
+    def endpoints(self) -> list[int]:
+        return self.box.endpoints() if self.box is not None else [*self.gpus, *self.nics]
 
 
 @dataclass
@@ -222,10 +227,12 @@ class _Layout:
         for s in slots:
             if s.box is not None:
                 child = next(it_children)
-                self._shift(child, cx - child.x)
+                self.shift(child, cx - child.x)
+                s.x = cx
                 tops.append(child.top)
                 bottoms.append(child.bottom)
             else:
+                s.x = cx
                 self._place_column(s, cx, ident, top_level)
                 tops.append(0.0 if s.gpus else self.nic_y)
                 bottoms.append(self.nic_y + self.cards.nic_h if s.nics else self.cards.gpu_h)
@@ -245,8 +252,10 @@ class _Layout:
                 self.group_of[e] = top_level
                 rx += cw + GAP
 
-    def _shift(self, p: _Placed, dx: float) -> None:
+    def shift(self, p: _Placed, dx: float) -> None:
         p.x += dx
+        for sl in p.slots:
+            sl.x += dx
         for e in p.box.endpoints():
             if e in self.gpu_x:
                 self.gpu_x[e] += dx
@@ -256,6 +265,8 @@ class _Layout:
         while stack:
             c = stack.pop()
             c.x += dx
+            for sl in c.slots:
+                sl.x += dx
             stack.extend(c.children)
 
 
@@ -274,8 +285,15 @@ def _box_items(lay: _Layout, p: _Placed, top: float, bottom: float, oy: float) -
                       colour=tint(colour, 0.0) if box.level is not None else "#616161"))
     if box.note:
         items.append(Text(p.x + PAD, oy + bottom - 7.0, "⚠ " + box.note, 9.5, colour=_BAD))
-    it_children = iter(p.children)
     topo = lay.topo
+    if box.note:  # SYS inside one NUMA node: a dashed line between the parts that are SYS to each other
+        for a, b in zip(p.slots, p.slots[1:], strict=False):
+            levels = {pcie_level(topo.links[i][j]) for i in a.endpoints() for j in b.endpoints()} - {None}
+            if levels and min(lv for lv in levels if lv is not None) is LinkLevel.SYS:
+                x = a.x + a.w + GAP / 2
+                items.append(Path(((x, oy + top + PAD_T), (x, oy + bottom - lay.label_h(box))),
+                                  stroke=LEVEL_COLOURS[LinkLevel.SYS], width=1.5, dash=(4.0, 3.0)))
+    it_children = iter(p.children)
     for s in p.slots:
         if s.box is not None:
             child = next(it_children)
@@ -381,16 +399,21 @@ def _nvlink_items(lay: _Layout, oy: float, boxes_top: float) -> tuple[list[Item]
         rise = (clear + 16.0) / 0.75 + 21.0 * (tier[k] - 1)  # the apex clears every box top
         y0 = oy
         pts = ((xa, y0), (xa, y0 - rise), (xb, y0 - rise), (xb, y0))
-        reach = max(reach, 0.75 * rise + 12)
+        reach = max(reach, 0.75 * rise + 10)
         colour = LEVEL_COLOURS[LinkLevel.NVLINK]
-        tx, ty = (xa + xb) / 2, y0 - 0.75 * rise + 4
+        tx, ty = (xa + xb) / 2, y0 - 0.75 * rise  # a label on the apex of its own arc: no doubt which it names
         items.append(Group(
             (Path(pts, stroke=colour, width=_edge_width(edge.links), curve=True),),
             id=f"nvlink-{edge.a}-{edge.b}", cls="nvlink",
             data=(("a", str(edge.a)), ("b", str(edge.b)), ("links", str(edge.links))),
             title=f"GPU{edge.a}↔GPU{edge.b}: NV{edge.links}",
         ))
-        labels_at.append(Text(tx, ty, f"NV{edge.links}", 10, anchor="middle", bold=True, colour=colour, halo=True))
+        text = f"NV{edge.links}"
+        tw = text_width(text, 9.5, bold=True) - 2
+        labels_at.append(Group((
+            Rect(tx - tw / 2 - 3, ty - 7, tw + 6, 14, fill="#ffffff", stroke=colour, stroke_width=1.0, radius=7),
+            Text(tx, ty + 3.5, text, 9.5, anchor="middle", bold=True, colour=colour),
+        ), cls="nvlink-label"))
     for k, sw in enumerate(w.nvswitch):
         xs = [lay.gpu_x[pos[g]] for g in sw.gpus]
         x0, x1 = min(xs), max(xs) + cw
@@ -489,7 +512,15 @@ def machine_scene(topo: Topology, *, title: str = "", findings: Sequence[Finding
         p = lay.place(box, x, k)
         placed.append(p)
         x += p.w + GROUP_GAP
-    boxes_w = x - GROUP_GAP - MARGIN
+    # NICs far from every GPU go on a row of their own when beside the groups they would widen the picture much
+    far = placed.pop() if placed and placed[-1].box.kind == "far-nics" else None
+    below = far is not None and bool(placed) and x - GROUP_GAP > FAR_BELOW_WIDTH
+    if far is not None and not below:
+        placed.append(far)
+    boxes_w = (x - GROUP_GAP if not below else placed[-1].x + placed[-1].w) - MARGIN
+    if far is not None and below:
+        lay.shift(far, MARGIN - far.x)
+        boxes_w = max(boxes_w, far.w)
     top = min((p.top for p in placed), default=0.0)
     bottom = max((p.bottom for p in placed), default=lay.cards.gpu_h)
     head = [title or topo.source or "topology", _subtitle(topo)]
@@ -512,6 +543,10 @@ def machine_scene(topo: Topology, *, title: str = "", findings: Sequence[Finding
                 items.append(_between(p.x + p.w, placed[k + 1].x, oy + (top + bottom) / 2, level, k))
     items.extend(nv)
     y = oy + bottom + 18
+    if far is not None and below:
+        far_oy = y + 6 - far.top
+        items.append(_box_items(lay, far, far.top, far.bottom, far_oy))
+        y = far_oy + far.bottom + 18
     legend, lh = _legend(MARGIN, y, width - 2 * MARGIN, bool(wiring.nvswitch))
     items.append(Group(tuple(legend), id="legend", cls="legend"))
     y += lh + 8

@@ -220,7 +220,7 @@ def analyse(topo: Topology) -> Wiring:
         note = ""
         gpus_here = [e for e in eps if e < n_gpu]
         if any(pcie_level(topo.links[a][b]) is LinkLevel.SYS for a in gpus_here for b in gpus_here):
-            note = "SYS between some of its GPUs: socket split (NPS/SNC) or a VM hiding the PCIe tree"
+            note = "SYS inside this NUMA node (dashed): socket split (NPS/SNC) or a VM hiding the PCIe tree"
         items = _order(_pcie_items(topo, sorted(eps), LinkLevel.PHB), n_gpu)
         boxes.append(Box("numa", LinkLevel.NODE, _group_label(groups, k, topo), items, note))
     if far:

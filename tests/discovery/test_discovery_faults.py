@@ -42,7 +42,8 @@ def test_one_nvlink_down_on_a_dgx_a100(tmp_path: Path) -> None:
     assert facts.nvml is not None
     assert facts.nvml.nvlink[3] == NvLinkState(3, (0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11), (5,))
     # the fabric: per switch the smaller link count of the two GPUs, 5 x 2 + 1 = NV11 for GPU3's pairs
-    assert facts.topology.gpu_link(3, 0).token == "NV11" and facts.topology.gpu_link(0, 1).token == "NV12"  # type: ignore[union-attr]
+    links = facts.topology
+    assert links.gpu_link(3, 0).token == "NV11" and links.gpu_link(0, 1).token == "NV12"  # type: ignore[union-attr]
     # NVML names the link; the matrix-only finding of the same cause is not said twice
     assert said(found, "nvlink-down") == [(Severity.WARNING, (
         "GPU3: 11 of 12 NVLinks active where GPU0-2,4-7 (NVIDIA A100-SXM4-80GB) have 12; down: GPU3 link 5. "

@@ -98,7 +98,7 @@ def test_rtx4090_box_has_no_nvlink_and_says_sys_inside_each_socket() -> None:
     assert [gpus_in(b) for b in numa] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     # every GPU pair is SYS, also inside one NUMA node: the box says so
     texts = ["".join(t.itertext()) for b in numa for t in b.iter(f"{SVG}text")]
-    assert sum("SYS between some of its GPUs" in t for t in texts) == 2
+    assert sum("SYS inside this NUMA node" in t for t in texts) == 2
     # NIC0/NIC1: PIX to each other, PHB to GPU6 only -> a host bridge holding GPU6 and the NIC switch
     (phb,) = groups(root, "host-bridge")
     assert (gpus_in(phb), nics_in(phb)) == ([6], ["NIC0", "NIC1"])

@@ -232,6 +232,7 @@ def test_damaged_annotations_raise_codec_error() -> None:
         '{"v":2,"common":{"uuid":"GPU-1"},"gpus":[{"index":0}],"nics":[],"links":[]}',  # uuid is per GPU
         '{"v":2,"gpus":[{"index":"0"}],"nics":[],"links":[]}',
         '{"v":2,"gpus":[{"index":0}],"nics":[{"rate_mbps":"fast"}],"links":["SYS"]}',
+        '{"v":2,"gpus":[{"index":0,"mig":1}],"nics":[],"links":[]}',  # MIG mode is true/false, not 1
     ):
         with pytest.raises(CodecError):
             labels.decode_topology({"gputopo.io/topology": junk})
@@ -296,6 +297,7 @@ def topologies(draw: st.DrawFn) -> Topology:
             "cc": draw(st.sampled_from([None, "9.0", "8.9"])),
             "nvlink_version": draw(st.sampled_from([None, "4.0"])),
             "pcie": draw(st.one_of(st.none(), st.builds(PcieLink, gens, widths, gens, widths))),
+            "mig": draw(st.sampled_from([None, False, True])),
         }
 
     shared = facts()
