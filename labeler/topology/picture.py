@@ -458,17 +458,18 @@ def _count(n: int, noun: str) -> str:
 
 
 def _subtitle(topo: Topology) -> str:
+    """Counts and the labels that say the node's class and shapes, spelled as the labels are.
+
+    Label names rather than prose: ``shape-pcie-switch=8`` on an NVSwitch board counts
+    NVLink hops as inside a switch (docs/labels.md), which a reader should not take for
+    the PCIe switches drawn below.
+    """
     lab = {k.removeprefix(labels.DEFAULT_PREFIX): v for k, v in labels.encode(topo).items()}
     groups = numa.group(topo)
-    parts = [
-        f"{_count(len(topo.gpus), 'GPU')}, {_count(len(topo.nics), 'NIC')}",
-        f"class {lab['topology-class']}",
-        f"NVLink {lab['shape-nvlink'] if lab['nvlink'] == 'true' else 'none'}",
-        f"PCIe-switch islands {lab['shape-pcie-switch']}",
-        f"NUMA {groups.shape or 'unknown'} ({groups.basis.value})",
-        f"NIC locality {lab['nic-locality']}",
-    ]
-    return " · ".join(parts)
+    numa_text = f"numa-shape={groups.shape} ({groups.basis.value})" if groups.shape else "numa-shape unknown"
+    return (f"{_count(len(topo.gpus), 'GPU')}, {_count(len(topo.nics), 'NIC')} · topology-class="
+            f"{lab['topology-class']} · shape-nvlink={lab['shape-nvlink']} · shape-pcie-switch="
+            f"{lab['shape-pcie-switch']} · {numa_text} · nic-locality={lab['nic-locality']}")
 
 
 def _legend(x0: float, y0: float, width: float, has_switch: bool) -> tuple[list[Item], float]:
