@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from labeler.topology.links import ISLAND_LEVELS, LinkLevel
 from labeler.topology.model import Topology
 
-__all__ = ["components", "compute", "largest", "shape", "sizes_text"]
+__all__ = ["components", "compute", "connected", "largest", "shape", "sizes_text"]
 
 
 def components(topo: Topology, level: LinkLevel, among: frozenset[int] | None = None) -> list[list[int]]:
@@ -30,7 +30,21 @@ def components(topo: Topology, level: LinkLevel, among: frozenset[int] | None = 
     is sorted, and groups are sorted by their first index.
     """
     members = [g for g in topo.gpu_indices if among is None or g in among]
-    parent = {g: g for g in members}
+    inside = set(members)
+    edges = [
+        (a, b) for a, b, link in topo.gpu_pairs()
+        if link is not None and link.level <= level and a in inside and b in inside
+    ]
+    return connected(members, edges)
+
+
+def connected(nodes: Iterable[int], edges: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of a graph: each sorted, sorted by first member (the one union-find here).
+
+    >>> connected([0, 1, 2, 3, 5], [(0, 2), (3, 5)])
+    [[0, 2], [1], [3, 5]]
+    """
+    parent = {n: n for n in nodes}
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -38,15 +52,13 @@ def components(topo: Topology, level: LinkLevel, among: frozenset[int] | None = 
             x = parent[x]
         return x
 
-    for a, b, link in topo.gpu_pairs():
-        if link is None or link.level > level or a not in parent or b not in parent:
-            continue
+    for a, b in edges:
         ra, rb = find(a), find(b)
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
     groups: dict[int, list[int]] = {}
-    for g in members:
-        groups.setdefault(find(g), []).append(g)
+    for n in parent:
+        groups.setdefault(find(n), []).append(n)
     return sorted((sorted(v) for v in groups.values()), key=lambda grp: grp[0])
 
 

@@ -15,6 +15,7 @@ the cause is the same (:data:`labeler.topology.report.SUPERSEDED_BY_PROBE`).
 from __future__ import annotations
 
 from labeler.topology.findings import Finding, Severity, gpu_set, pairs_text
+from labeler.topology.islands import connected
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.wiring import analyse
@@ -31,25 +32,6 @@ def findings(topo: Topology) -> list[Finding]:
 
 
 # -- P2P -------------------------------------------------------------------------------------
-def _union_find(nodes: list[int], edges: list[tuple[int, int]]) -> list[list[int]]:
-    parent = {n: n for n in nodes}
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    groups: dict[int, list[int]] = {}
-    for n in nodes:
-        groups.setdefault(find(n), []).append(n)
-    return sorted(groups.values(), key=lambda grp: grp[0])
-
-
 def _switch_pairs(topo: Topology) -> dict[tuple[int, int], LinkLevel]:
     """GPU pairs under one PCIe switch tree (PIX/PXB), where P2P should work at full PCIe speed."""
     return {
@@ -82,7 +64,7 @@ def p2p_findings(topo: Topology) -> list[Finding]:
     out: list[Finding] = []
     for code, bad_pairs in sorted(bad.items()):
         switched = [p for p in bad_pairs if p in under]
-        for comp in _union_find(sorted({g for p in switched for g in p}), switched):
+        for comp in connected(sorted({g for p in switched for g in p}), switched):
             among = [p for p in switched if p[0] in comp]
             levels = "/".join(sorted({under[p].token for p in among}, key=lambda t: LinkLevel[t]))
             scope = (", ".join(f"GPU{a}↔GPU{b}" for a, b in among) if len(among) <= 2
@@ -111,7 +93,7 @@ def _p2p_by_island(topo: Topology, code: str, bad_pairs: list[tuple[int, int]]) 
         for j in range(i + 1, len(topo.gpus))
         if (st := topo.p2p[i][j]) is not None and st.works
     ]
-    groups = _union_find(list(topo.gpu_indices), ok)
+    groups = connected(list(topo.gpu_indices), ok)
     where = {g: k for k, grp in enumerate(groups) for g in grp}
     by_pair: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for a, b in bad_pairs:

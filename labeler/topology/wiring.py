@@ -119,25 +119,12 @@ def pcie_level(link: Link | None) -> LinkLevel | None:
 
 
 def _components(topo: Topology, eps: Sequence[int], level: LinkLevel) -> list[list[int]]:
-    parent = {e: e for e in eps}
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for i, a in enumerate(eps):
-        for b in eps[i + 1 :]:
-            lvl = pcie_level(topo.links[a][b])
-            if lvl is not None and lvl <= level:
-                ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)
-    comps: dict[int, list[int]] = {}
-    for e in eps:
-        comps.setdefault(find(e), []).append(e)
-    return sorted(comps.values(), key=lambda c: c[0])
+    """Endpoints (positions) joined by known PCIe paths at ``level`` or better."""
+    edges = [
+        (a, b) for i, a in enumerate(eps) for b in eps[i + 1 :]
+        if (lvl := pcie_level(topo.links[a][b])) is not None and lvl <= level
+    ]
+    return islands.connected(eps, edges)
 
 
 _BOX = {
