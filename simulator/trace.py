@@ -83,17 +83,22 @@ def _read_rows(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str,
         raise TraceError(f"file is {size} bytes, more than the {_MAX_BYTES} allowed", path=str(path))
     text = path.read_bytes().decode("utf-8", errors="replace")
     reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise TraceError(f"missing column(s) {', '.join(missing)} (header: {','.join(header)})", path=str(path), line=1)
-    rows: list[tuple[int, dict[str, str]]] = []
-    for row in reader:
-        if len(rows) >= _MAX_ROWS:
-            raise TraceError(f"more than {_MAX_ROWS} rows", path=str(path), line=reader.line_num)
-        if None in row:
-            raise TraceError("more cells than header columns", path=str(path), line=reader.line_num)
-        rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
+    try:  # the csv module raises its own csv.Error (NUL bytes, a quote left open): a TraceError here
+        header = reader.fieldnames or []
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise TraceError(
+                f"missing column(s) {', '.join(missing)} (header: {','.join(header)})", path=str(path), line=1
+            )
+        rows: list[tuple[int, dict[str, str]]] = []
+        for row in reader:
+            if len(rows) >= _MAX_ROWS:
+                raise TraceError(f"more than {_MAX_ROWS} rows", path=str(path), line=reader.line_num)
+            if None in row:
+                raise TraceError("more cells than header columns", path=str(path), line=reader.line_num)
+            rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
+    except csv.Error as err:
+        raise TraceError(f"not CSV: {err}", path=str(path), line=max(reader.line_num, 1)) from None
     return rows
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from simulator import trace
@@ -144,6 +144,7 @@ _CELL = st.one_of(st.integers(-5, 2000).map(str), st.sampled_from(["", "x", "1.5
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(_CELL, min_size=3, max_size=7), max_size=6), st.binary(max_size=40))
+@example([], b"\r\x00")  # a NUL byte: the csv module's own csv.Error must become a TraceError
 def test_any_pod_list_is_read_or_refused_with_a_trace_error(rows: list[list[str]], noise: bytes) -> None:
     import tempfile
 
