@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
             "Report GPU islands, NIC locality, best k-GPU placements and the node labels gputopo would "
             "publish. FILE is a saved `nvidia-smi topo -m` output, '-' for stdin (at most "
             f"{MAX_INPUT_BYTES} bytes); without FILE the local machine is probed (NVML, nvidia-smi, sysfs). "
-            "See also `gputopo audit pod --help` (inside a container) and `gputopo audit nccl --help`."
+            "See also `gputopo audit pod --help` (inside a container), `gputopo audit nccl --help` and "
+            "`gputopo audit cluster --help` (every GPU node of a cluster)."
         ),
     )
     p.add_argument("file", nargs="?", help="saved `nvidia-smi topo -m` text, or '-' for stdin")

@@ -23,6 +23,8 @@ subcommands:
              islands, NIC locality, best placements and the labels gputopo would publish
   audit pod  inside a container: the GPUs it got, their island, ring, bandwidth, NICs, CPU alignment
   audit nccl compare an all_reduce_perf (nccl-tests) log with what its GPUs should reach
+  audit cluster  every GPU node of a cluster: classes per pool and the odd ones out, stale or
+             missing labels, pods whose GPUs span islands, stranded GPUs, where to run nccl-tests
   agent      run the node labeler (the DaemonSet entrypoint)
   extender   run the kube-scheduler HTTP extender (filter + prioritize)
   simulate   replay a workload (openb trace or a synthetic PyTorchJob/vLLM mix) on real topologies under
@@ -47,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gputopo import audit_nccl, audit_pod
 
         return audit_pod.main(rest[1:]) if rest[0] == "pod" else audit_nccl.main(rest[1:])
+    if sub == "audit" and rest[:1] == ["cluster"]:
+        from gputopo import audit_cluster
+
+        return audit_cluster.main(rest[1:])
     if sub == "audit":
         from gputopo import audit
 

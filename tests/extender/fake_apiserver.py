@@ -11,7 +11,13 @@ It speaks what the official ``kubernetes`` client expects on the wire:
   version"), or, with ``gone_as_http=True``, answers HTTP 410 to the watch request;
 - the same for ``/api/v1/pods``, and for ``/api/v1/namespaces/{ns}/configmaps``
   (only that namespace's objects), all honouring an equality ``labelSelector``
-  (``k=v,k2=v2``) on LIST and WATCH.
+  (``k=v,k2=v2``) on LIST and WATCH;
+- LIST also honours a ``fieldSelector`` of ``=``/``==``/``!=`` terms on dotted paths
+  (``status.phase=Pending,spec.nodeName=``; an absent field reads as ``""``), sets
+  ``remainingItemCount`` on a page of an unfiltered list, and, as the API server does
+  from its watch cache, answers ``resourceVersion=0`` with every object in one page;
+- ``refuse[kind] = code`` answers every request for that kind with that HTTP status
+  (403 for an RBAC refusal).
 
 ``kick()`` ends every open watch (as an apiserver restart or an idle timeout would).
 """
@@ -39,6 +45,24 @@ def _matches(obj: dict[str, Any], namespace: str | None, selector: dict[str, str
     return all(labels.get(k) == v for k, v in selector.items())
 
 
+def _field(obj: dict[str, Any], path: str) -> str:
+    cur: Any = obj
+    for part in path.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return "" if cur is None else str(cur)
+
+
+def _field_matches(obj: dict[str, Any], text: str | None) -> bool:
+    for term in (text or "").split(","):
+        if not term.strip():
+            continue
+        neg = "!=" in term
+        path, _, value = term.replace("!=", "=").replace("==", "=").partition("=")
+        if (_field(obj, path.strip()) == value.strip()) == neg:
+            return False
+    return True
+
+
 def _selector(text: str | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in (text or "").split(","):
@@ -58,6 +82,7 @@ class FakeApiServer:
         self.gone_as_http = False
         self.cond = threading.Condition()
         self.requests: list[str] = []
+        self.refuse: dict[str, int] = {}  # kind -> HTTP status answered to every request for it
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -151,22 +176,31 @@ class FakeApiServer:
                 sel = _selector(q.get("labelSelector"))
                 watch = q.get("watch") in ("true", "1", "True")
                 api.requests.append(f"{'watch' if watch else 'list'} {kind} {url.query}")
+                if kind in api.refuse:
+                    code = api.refuse[kind]
+                    self._json(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                                      "reason": "Forbidden" if code == 403 else "", "message": f"{kind} refused"})
+                    return
                 if watch:
                     self._watch(kind, int(q.get("resourceVersion") or 0), float(q.get("timeoutSeconds") or 30),
                                 ns, sel)
                 else:
-                    self._list(kind, list_kind, int(q.get("limit") or 0), q.get("continue"), ns, sel)
+                    limit = 0 if q.get("resourceVersion") == "0" else int(q.get("limit") or 0)
+                    self._list(kind, list_kind, limit, q.get("continue"), ns, sel, q.get("fieldSelector"))
 
             def _list(self, kind: str, list_kind: str, limit: int, cont: str | None, ns: str | None,
-                      sel: dict[str, str]) -> None:
+                      sel: dict[str, str], fields: str | None = None) -> None:
                 with api.cond:
-                    keys = sorted(k for k, o in api.objects[kind].items() if _matches(o, ns, sel))
+                    keys = sorted(k for k, o in api.objects[kind].items()
+                                  if _matches(o, ns, sel) and _field_matches(o, fields))
                     start = int(cont) if cont else 0
                     end = len(keys) if limit <= 0 else min(len(keys), start + limit)
                     items = [api.objects[kind][k] for k in keys[start:end]]
                     meta: dict[str, Any] = {"resourceVersion": str(api.rv)}
                     if end < len(keys):
                         meta["continue"] = str(end)
+                        if not sel and not fields:
+                            meta["remainingItemCount"] = len(keys) - end
                 self._json(200, {"kind": list_kind, "apiVersion": "v1", "metadata": meta, "items": items})
 
             def _chunk(self, data: bytes) -> None:

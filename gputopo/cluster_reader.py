@@ -1,0 +1,224 @@
+"""The Kubernetes side of ``gputopo audit cluster``: three paginated lists, reduced to small records.
+
+What is read, and why only that (docs/audit.md, "What it reads"):
+
+- **Nodes**, all of them (``limit``/``continue`` pages): labels (ours, pool, instance type, GFD),
+  our annotations, ``status.capacity`` of the GPU resource and ``spec.unschedulable``. The
+  capacity is why full Node objects are listed: the API has no field projection, and metadata-only
+  lists (``PartialObjectMetadataList``) leave out ``status``.
+- **Allocation ConfigMaps** in the agents' namespace, by label selector
+  (``app.kubernetes.io/managed-by=gputopo``): the free/used GPUs the agents publish.
+- **Pending, unscheduled pods**, by field selector ``status.phase=Pending,spec.nodeName=``: the
+  GPU sizes waiting for a node. Running pods are *not* listed: the allocations already name every
+  pod holding GPUs and how many (``used``), and a cluster has many more pods than GPU pods.
+
+Each page is decoded with :func:`json.loads` from the raw response (``_preload_content=False``:
+the client's model classes cost far more than the JSON) and reduced to records at once, so memory
+holds one page of full objects. Nothing in an object can raise here: missing or mistyped fields
+become absent values, and the analysis (:mod:`policy.cluster_audit`) decodes what is ours.
+
+Failures: a node list that cannot be read ends the audit (:class:`ClusterReadError`); a
+ConfigMap or pod list refused by RBAC (403) or missing (404) is reported as a finding about
+the audit's inputs, and the audit goes on without it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubernetes.client.exceptions import ApiException
+
+from extender.workload import gpu_request, parse_quantity_int
+from labeler.topology import carrier
+from labeler.topology.findings import Severity
+from policy.cluster_audit import PendingPod
+from policy.cluster_nodes import GFD_COUNT, GFD_PRESENT, ClusterFinding, NodeInput
+
+__all__ = ["PENDING_SELECTOR", "ClusterReadError", "ListStats", "ReadResult", "Reporter", "read_cluster"]
+
+#: unscheduled pods waiting for a node (bound-but-starting pods already hold their GPUs)
+PENDING_SELECTOR = "status.phase=Pending,spec.nodeName="
+
+
+class ClusterReadError(Exception):
+    """The nodes could not be listed: nothing to audit."""
+
+
+class Reporter(Protocol):
+    """Progress sink (a rich progress bar in the CLI, nothing in tests)."""
+
+    def start(self, kind: str, total: int | None) -> None: ...
+    def advance(self, kind: str, items: int, total: int | None) -> None: ...
+
+
+@dataclass(slots=True)
+class ListStats:
+    kind: str
+    objects: int = 0
+    pages: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class ReadResult:
+    nodes: list[NodeInput]
+    pending: list[PendingPod]
+    input_findings: list[ClusterFinding] = field(default_factory=list)
+    stats: list[ListStats] = field(default_factory=list)
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _pages(list_fn: Callable[..., Any], kind: str, *, page_size: int, cached: bool, timeout: float,
+           reporter: Reporter | None, stats: ListStats, **query: Any) -> Iterator[list[Any]]:
+    """The items of each page; one restart from scratch when a continue token expires (410)."""
+    for attempt in (1, 2):
+        cont: str | None = None
+        total: int | None = None
+        seen = 0
+        try:
+            while True:
+                kwargs: dict[str, Any] = {"limit": page_size, "_preload_content": False,
+                                          "_request_timeout": timeout, **query}
+                if cont:
+                    kwargs["_continue"] = cont
+                elif cached:  # served from the API server's watch cache; it may ignore `limit`
+                    kwargs["resource_version"] = "0"
+                    kwargs["resource_version_match"] = "NotOlderThan"
+                resp = list_fn(**kwargs)
+                try:
+                    raw = resp.data
+                finally:
+                    resp.release_conn()
+                doc = json.loads(raw)
+                meta = _map(doc.get("metadata")) if isinstance(doc, dict) else {}
+                items = doc.get("items") if isinstance(doc, dict) else None
+                items = items if isinstance(items, list) else []
+                stats.pages += 1
+                stats.bytes += len(raw)
+                seen += len(items)
+                remaining = meta.get("remainingItemCount")
+                if isinstance(remaining, int) and not isinstance(remaining, bool) and remaining >= 0:
+                    total = seen + remaining
+                elif not meta.get("continue"):
+                    total = seen
+                if reporter is not None:
+                    if stats.pages == 1:
+                        reporter.start(kind, total)
+                    reporter.advance(kind, len(items), total)
+                yield items
+                cont = meta.get("continue") if isinstance(meta.get("continue"), str) else None
+                if not cont:
+                    return
+        except ApiException as err:
+            if err.status == 410 and cont and attempt == 1:
+                continue  # the continue token expired mid-list: list again from the start
+            raise
+
+
+def _node_input(obj: Any, *, prefix: str, resource: str, keep: frozenset[str]) -> NodeInput | None:
+    if not isinstance(obj, dict):
+        return None
+    meta = _map(obj.get("metadata"))
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    node_labels = {k: v for k, v in _map(meta.get("labels")).items()
+                   if isinstance(v, str) and isinstance(k, str) and (k in keep or k.startswith(prefix))}
+    ann = {k: v for k, v in _map(meta.get("annotations")).items()
+           if isinstance(v, str) and isinstance(k, str) and k.startswith(prefix)}
+    raw_cap = _map(_map(obj.get("status")).get("capacity")).get(resource)
+    cap = None if raw_cap is None else parse_quantity_int(raw_cap)
+    return NodeInput(name, node_labels, ann, gpu_capacity=-1 if raw_cap is not None and cap is None else cap,
+                     unschedulable=_map(obj.get("spec")).get("unschedulable") is True)
+
+
+def _optional_list(kind: str, what: str, run: Callable[[], None], findings: list[ClusterFinding]) -> None:
+    """Run one list the audit can do without: an API error (RBAC, no such namespace) becomes a finding."""
+    try:
+        run()
+    except ApiException as err:
+        reason = {401: "unauthorized", 403: "forbidden (RBAC)", 404: "not found"}.get(
+            err.status or 0, f"HTTP {err.status} {err.reason}")
+        findings.append(ClusterFinding(
+            Severity.WARNING, f"{kind}-unreadable",
+            f"could not list {what}: {reason}; the audit goes on without them (see docs/audit.md for the ClusterRole)"))
+
+
+def read_cluster(
+    core_v1: Any,
+    *,
+    prefix: str,
+    resource: str,
+    namespace: str,
+    label_keys: frozenset[str],
+    page_size: int = 500,
+    cached: bool = False,
+    timeout: float = 60.0,
+    reporter: Reporter | None = None,
+) -> ReadResult:
+    """Nodes (with their allocation ConfigMaps joined in) and pending GPU pods from a ``CoreV1Api``."""
+    keep = label_keys | {GFD_PRESENT, GFD_COUNT}
+    opts: dict[str, Any] = {"page_size": page_size, "cached": cached, "timeout": timeout, "reporter": reporter}
+    stats = {k: ListStats(k) for k in ("nodes", "configmaps", "pods")}
+    findings: list[ClusterFinding] = []
+    nodes: list[NodeInput] = []
+    skipped = 0
+    t0 = time.perf_counter()
+    try:
+        for page in _pages(core_v1.list_node, "nodes", stats=stats["nodes"], **opts):
+            for obj in page:
+                rec = _node_input(obj, prefix=prefix, resource=resource, keep=keep)
+                if rec is None:
+                    skipped += 1
+                else:
+                    nodes.append(rec)
+    except ApiException as err:
+        raise ClusterReadError(f"cannot list nodes: HTTP {err.status} {err.reason}") from err
+    stats["nodes"].objects, stats["nodes"].seconds = len(nodes) + skipped, time.perf_counter() - t0
+    if skipped:
+        findings.append(ClusterFinding(Severity.WARNING, "undecodable-node",
+                                       f"{skipped} listed nodes had no readable name and were skipped"))
+    allocations: dict[str, str] = {}
+
+    def configmaps() -> None:
+        t = time.perf_counter()
+        for page in _pages(lambda **kw: core_v1.list_namespaced_config_map(namespace, **kw), "configmaps",
+                           stats=stats["configmaps"], label_selector=carrier.SELECTOR, **opts):
+            for obj in page:
+                stats["configmaps"].objects += 1
+                node = carrier.node_of(obj) if isinstance(obj, dict) else None
+                value = _map(obj.get("data")).get(carrier.DATA_KEY) if isinstance(obj, dict) else None
+                if node is not None and isinstance(value, str):
+                    allocations.setdefault(node, value)
+        stats["configmaps"].seconds = time.perf_counter() - t
+
+    pending: list[PendingPod] = []
+
+    def pods() -> None:
+        t = time.perf_counter()
+        for page in _pages(core_v1.list_pod_for_all_namespaces, "pods", stats=stats["pods"],
+                           field_selector=PENDING_SELECTOR, **opts):
+            for obj in page:
+                stats["pods"].objects += 1
+                if not isinstance(obj, dict):
+                    continue
+                gpus = gpu_request(obj, resource)
+                if gpus > 0:
+                    meta = _map(obj.get("metadata"))
+                    pending.append(PendingPod(f"{meta.get('namespace') or 'default'}/{meta.get('name')}", gpus))
+        stats["pods"].seconds = time.perf_counter() - t
+
+    _optional_list("configmaps", f"the allocation ConfigMaps in namespace {namespace}", configmaps, findings)
+    _optional_list("pods", "pending pods", pods, findings)
+    if allocations:
+        nodes = [NodeInput(n.name, n.labels, n.annotations, n.gpu_capacity, n.unschedulable,
+                           allocations.get(n.name)) for n in nodes]
+    return ReadResult(nodes, pending, findings, list(stats.values()))
