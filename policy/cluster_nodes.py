@@ -262,7 +262,10 @@ def view_node(inp: NodeInput, cfg: AuditConfig, decoder: Decoder) -> tuple[NodeV
         add(Severity.WARNING, "undecodable-status", f"status label {shown} is not ok|degraded|error; "
             "the extender fails open")
     try:
-        view.summary = labels.decode_labels(dict(lab), prefix=p)
+        readable = dict(lab)
+        if status not in labels.Status.__members__.values():  # flagged above; read the shapes anyway
+            readable[p + labels.STATUS] = labels.Status.OK.value
+        view.summary = labels.decode_labels(readable, prefix=p)
         if view.summary is None and status != labels.Status.ERROR:
             add(Severity.WARNING, "undecodable-labels",
                 f"schema {_one_line(str(view.schema), 63)!r} or gpu-count missing: not a label set this build reads")
