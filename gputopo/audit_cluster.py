@@ -28,6 +28,7 @@ from rich.console import Console
 
 from extender.settings import ExtenderSettings
 from extender.workload import GPU_RESOURCE
+from gputopo import guard
 from labeler.agent.settings import AgentSettings
 from labeler.topology import carrier, labels
 from labeler.topology.findings import Severity
@@ -36,12 +37,12 @@ from policy.cluster_nodes import DEFAULT_POOL_KEYS, DEFAULT_TYPE_KEYS, AuditConf
 
 __all__ = ["EXIT_CODES", "AuditClusterSettings", "main"]
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
+EXIT_OK = guard.EXIT_OK
+EXIT_INTERNAL = guard.EXIT_INTERNAL
 EXIT_USAGE = 2
-EXIT_FINDINGS = 4
-EXIT_CLUSTER = 5
-EXIT_INTERRUPTED = 130
+EXIT_CLUSTER = 4
+EXIT_FINDINGS = 5
+EXIT_INTERRUPTED = guard.EXIT_INTERRUPTED
 
 EXIT_CODES = """\
 exit status:
@@ -49,9 +50,9 @@ exit status:
   1    internal error, reported in one line (please report it)
   2    usage or configuration error: a bad option or setting, no kubeconfig and not in a cluster,
        an unreadable kubeconfig
-  4    audit printed, and some finding is at or above the --fail-on severity
-  5    the cluster could not be read: API server unreachable, TLS or authentication failure, the
+  4    the cluster could not be read: API server unreachable, TLS or authentication failure, the
        node list refused (RBAC) or failing
+  5    audit printed, and some finding is at or above the --fail-on severity
   130  interrupted (Ctrl-C)
 """
 
@@ -203,23 +204,7 @@ class _Bar:
 
 def main(argv: Sequence[str]) -> int:
     """Run the cluster audit; every outcome is an exit code from ``EXIT_CODES`` and at most one line on stderr."""
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:
-        print("gputopo audit cluster: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return EXIT_OK
-    except Exception as err:  # a bug: one line, never a traceback
-        detail = " ".join(str(err).split())[:200]
-        print(f"gputopo audit cluster: internal error: {type(err).__name__}: {detail} (please report it)",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+    return guard.guarded("gputopo audit cluster", lambda: _main(argv))
 
 
 def _main(argv: Sequence[str]) -> int:
@@ -254,7 +239,7 @@ def _main(argv: Sequence[str]) -> int:
     else:
         from gputopo.audit_cluster_text import render
 
-        console = _Console(highlight=False)
+        console = guard.PipeSafeConsole(highlight=False)
         if not console.is_terminal and "COLUMNS" not in os.environ:
             console.width = 200  # a file or a pipe: wide rows rather than wrapped cells
         render(report, console, nodes=args.nodes)
@@ -262,14 +247,6 @@ def _main(argv: Sequence[str]) -> int:
     if settings.fail_on is not None and _fails(report, Severity(settings.fail_on)):
         return EXIT_FINDINGS
     return EXIT_OK
-
-
-class _Console(Console):
-    """rich exits with status 1 when stdout's reader goes away; here that is not an error (exit 0)."""
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True
-        raise BrokenPipeError
 
 
 class _ClusterError(Exception):

@@ -107,10 +107,12 @@ def render(report: ClusterAudit, console: Console, *, nodes: str = "all") -> Non
         console.print(Text(f"no GPUs stranded by topology (sizes {sizes}, from {report.sizes_source})"))
     nccl = [c for c in report.classes if c.nccl is not None]
     if nccl:
-        nt = _table("nccl-tests: one node per class (all GPUs free, status ok, fresh)", "class", "node", "command")
+        nt = _table("nccl-tests: one node per class (all GPUs free, status ok, fresh)", "class", "node", "command",
+                    "expected busbw GB/s")
         for c in nccl:
             assert c.nccl is not None
-            nt.add_row(_t(c.topology_class), _t(c.nccl.node), _t(c.nccl.command))
+            bw = c.nccl.expected_busbw_gbps
+            nt.add_row(_t(c.topology_class), _t(c.nccl.node), _t(c.nccl.command), _t(None if bw is None else f"{bw:g}"))
         console.print(nt)
     _findings(report.findings, console)
 

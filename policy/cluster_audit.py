@@ -113,7 +113,8 @@ def _label_text(value: object) -> str | None:
 
 def _nccl_dict(s: NcclSuggestion) -> dict[str, Any]:
     return {"node": s.node, "gpus": s.gpus, "command": s.command,
-            "node_selector": {"kubernetes.io/hostname": s.node}, "allocation_age_s": _round(s.age_s)}
+            "node_selector": {"kubernetes.io/hostname": s.node}, "allocation_age_s": _round(s.age_s),
+            "expected_busbw_gbps": s.expected_busbw_gbps}
 
 
 def _round(x: float | None) -> float | None:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.placement import Placer
+from policy.bandwidth import expected_busbw
 from policy.cluster_nodes import Freshness, NodeView
 
 __all__ = [
@@ -48,7 +49,8 @@ __all__ = [
 
 #: nccl-tests (NVIDIA/nccl-tests README): one process driving all the node's GPUs (-g), message sizes
 #: 8 B to 1 GiB doubling (-f 2); 1 GiB keeps send+receive buffers at 2 GiB per GPU. NCCL_DEBUG=INFO makes
-#: the log name the GPUs and paths NCCL chose, which `gputopo audit nccl` reads.
+#: the log name the GPUs and paths NCCL chose, which `gputopo audit nccl` reads and compares with the
+#: expectation printed beside the command (policy.bandwidth, the one bandwidth seam).
 NCCL_COMMAND = "NCCL_DEBUG=INFO all_reduce_perf -b 8 -e 1G -f 2 -g {gpus}"
 
 
@@ -184,6 +186,7 @@ class NcclSuggestion:
     gpus: int
     command: str
     age_s: float | None
+    expected_busbw_gbps: float | None  # policy.bandwidth.expected_busbw of all the node's GPUs
 
 
 def nccl_suggestion(views: Sequence[NodeView]) -> NcclSuggestion | None:
@@ -205,4 +208,4 @@ def nccl_suggestion(views: Sequence[NodeView]) -> NcclSuggestion | None:
     v = best[2]
     assert v.topo is not None
     n = len(v.topo.gpus)
-    return NcclSuggestion(v.name, n, NCCL_COMMAND.format(gpus=n), v.age_s)
+    return NcclSuggestion(v.name, n, NCCL_COMMAND.format(gpus=n), v.age_s, expected_busbw(v.topo, v.topo.gpu_indices))

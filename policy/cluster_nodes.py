@@ -223,7 +223,8 @@ def view_node(inp: NodeInput, cfg: AuditConfig, decoder: Decoder) -> tuple[NodeV
     p = cfg.prefix
     lab, ann = inp.labels, inp.annotations
     labelled = p + labels.SCHEMA in lab or p + labels.GPU_COUNT in lab or p + labels.ANNOTATION_TOPOLOGY in ann
-    gpu_node = (inp.gpu_capacity is not None and inp.gpu_capacity > 0) or _gfd_says_gpu(lab)
+    # capacity -1: the GPU resource is advertised with an unreadable value, which only a device plugin does
+    gpu_node = (inp.gpu_capacity is not None and inp.gpu_capacity != 0) or _gfd_says_gpu(lab)
     view = NodeView(
         name=inp.name, gpu_node=gpu_node, labelled=labelled,
         pool=_first(lab, cfg.pool_keys, with_key=True), instance_type=_first(lab, cfg.type_keys, with_key=False),
@@ -240,7 +241,8 @@ def view_node(inp: NodeInput, cfg: AuditConfig, decoder: Decoder) -> tuple[NodeV
         add(Severity.WARNING, "undecodable-capacity", "status.capacity of the GPU resource is not a whole number")
     if not labelled:
         if gpu_node:
-            what = f"capacity {inp.gpu_capacity}" if inp.gpu_capacity else "GPU Feature Discovery labels"
+            what = (f"capacity {inp.gpu_capacity}" if inp.gpu_capacity and inp.gpu_capacity > 0
+                    else "GPU resource advertised" if inp.gpu_capacity else "GPU Feature Discovery labels")
             add(Severity.WARNING, "unlabelled",
                 f"GPU node ({what}) without gputopo labels: no agent runs there, or it cannot write its Node")
         return view, found

@@ -83,6 +83,8 @@ class FakeApiServer:
         self.cond = threading.Condition()
         self.requests: list[str] = []
         self.refuse: dict[str, int] = {}  # kind -> HTTP status answered to every request for it
+        #: each stored object's JSON, encoded once (objects are replaced, never changed in place)
+        self._encoded: dict[str, tuple[dict[str, Any], bytes]] = {}
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -135,6 +137,15 @@ class FakeApiServer:
             self.compacted = self.rv
             for kind in self.events:
                 self.events[kind] = []
+
+    def encoded(self, kind: str, key: str) -> bytes:
+        """The stored object's JSON bytes, encoded once per stored object."""
+        obj = self.objects[kind][key]
+        hit = self._encoded.get(f"{kind}\0{key}")
+        if hit is None or hit[0] is not obj:
+            hit = (obj, json.dumps(obj).encode())
+            self._encoded[f"{kind}\0{key}"] = hit
+        return hit[1]
 
     def kick(self) -> None:
         with self.cond:
@@ -195,13 +206,19 @@ class FakeApiServer:
                                   if _matches(o, ns, sel) and _field_matches(o, fields))
                     start = int(cont) if cont else 0
                     end = len(keys) if limit <= 0 else min(len(keys), start + limit)
-                    items = [api.objects[kind][k] for k in keys[start:end]]
+                    items = [api.encoded(kind, k) for k in keys[start:end]]
                     meta: dict[str, Any] = {"resourceVersion": str(api.rv)}
                     if end < len(keys):
                         meta["continue"] = str(end)
                         if not sel and not fields:
                             meta["remainingItemCount"] = len(keys) - end
-                self._json(200, {"kind": list_kind, "apiVersion": "v1", "metadata": meta, "items": items})
+                head = json.dumps({"kind": list_kind, "apiVersion": "v1", "metadata": meta})[:-1].encode()
+                body = head + b',"items":[' + b",".join(items) + b"]}"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
