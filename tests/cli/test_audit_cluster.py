@@ -308,3 +308,15 @@ def test_console_entry_point(kc: Path) -> None:
     helped = subprocess.run([sys.executable, "-m", "gputopo", "audit", "cluster", "--help"],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert helped.returncode == 0 and "exit status:" in helped.stdout and "--fail-on" in helped.stdout
+
+
+def test_rbac_example_is_read_only_and_covers_every_list_the_audit_makes() -> None:
+    import yaml
+
+    docs = list(yaml.safe_load_all((ROOT / "manifests" / "examples" / "audit-cluster-rbac.yaml").read_text()))
+    rules = {(d["kind"], d["metadata"].get("namespace")): d["rules"]
+             for d in docs if d["kind"] in ("ClusterRole", "Role")}
+    granted = {(ns, res, verb) for (_, ns), rs in rules.items()
+               for r in rs for res in r["resources"] for verb in r["verbs"]}
+    assert granted == {(None, "nodes", "list"), (None, "pods", "list"), ("gputopo-system", "configmaps", "list")}
+    assert cli.AuditClusterSettings().allocation_namespace == "gputopo-system"
