@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from rich.console import Console
 
 from extender.settings import ExtenderSettings
+from extender.settings import _split as _split_commas  # the extender's reading of comma-separated settings
 from extender.workload import GPU_RESOURCE
 from gputopo import guard
 from labeler.agent.settings import AgentSettings
@@ -60,12 +61,6 @@ _MAX_AGE_DEFAULT = float(ExtenderSettings.model_fields["allocation_max_age_secon
 _REFRESH_DEFAULT = float(AgentSettings.model_fields["allocation_refresh"].default)
 
 
-def _split(value: object) -> object:
-    if isinstance(value, str):
-        return [p.strip() for p in value.split(",") if p.strip()]
-    return value
-
-
 class AuditClusterSettings(BaseSettings):
     """Every knob of ``gputopo audit cluster`` (see ``--help`` and docs/audit.md)."""
 
@@ -91,7 +86,7 @@ class AuditClusterSettings(BaseSettings):
     @field_validator("pool_keys", "type_keys", "sizes", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
-        return _split(v)
+        return _split_commas(v)
 
     @field_validator("prefix")
     @classmethod
