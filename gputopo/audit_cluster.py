@@ -50,7 +50,7 @@ exit status:
   0    audit printed; no finding at or above --fail-on (or no --fail-on)
   1    internal error, reported in one line (please report it)
   2    usage or configuration error: a bad option or setting, no kubeconfig and not in a cluster,
-       an unreadable kubeconfig
+       an unreadable kubeconfig, a --picture path not writable
   4    the cluster could not be read: API server unreachable, TLS or authentication failure, the
        node list refused (RBAC) or failing
   5    audit printed, and some finding is at or above the --fail-on severity
@@ -144,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
       "behind, and servers may then answer in one page")
     a("--nodes", choices=["all", "findings", "none"], default="all",
       help="which nodes the per-node table shows (text output; default all)")
+    a("--picture", metavar="PATH", help="also draw the per-class summary chart (nodes and GPUs per topology "
+      "class, with the nccl-tests node) as SVG, or PNG when PATH ends in .png")
+    a("--format", choices=("svg", "png"), help="picture format (default: PATH's suffix, else svg)")
     a("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
@@ -225,6 +228,12 @@ def _main(argv: Sequence[str]) -> int:
         sizes=None if settings.sizes is None else tuple(settings.sizes),
     )
     report = audit(result.nodes, result.pending, config, input_findings=result.input_findings)
+    if args.picture:
+        try:
+            _write_chart(report, result.nodes, args.picture, args.format, prefix=settings.prefix)
+        except OSError as err:
+            print(f"gputopo audit cluster: cannot write {args.picture}: {err.strerror or err}", file=sys.stderr)
+            return EXIT_USAGE
     if args.json:
         doc = report.to_dict()
         doc["reads"] = [{"kind": s.kind, "objects": s.objects, "pages": s.pages, "bytes": s.bytes,
@@ -238,6 +247,8 @@ def _main(argv: Sequence[str]) -> int:
         if not console.is_terminal and "COLUMNS" not in os.environ:
             console.width = 200  # a file or a pipe: wide rows rather than wrapped cells
         render(report, console, nodes=args.nodes)
+        if args.picture:
+            print(f"picture written to {args.picture}")
     sys.stdout.flush()
     if settings.fail_on is not None and _fails(report, Severity(settings.fail_on)):
         return EXIT_FINDINGS
@@ -246,6 +257,28 @@ def _main(argv: Sequence[str]) -> int:
 
 class _ClusterError(Exception):
     pass
+
+
+def _write_chart(report: ClusterAudit, nodes: Sequence[Any], path: str, fmt: str | None, *, prefix: str) -> None:
+    """The per-class chart (``labeler.topology.class_chart``) of the GPU nodes; example node = the nccl-tests node."""
+    import dataclasses
+
+    from labeler.topology import class_chart
+    from labeler.topology.scene import to_svg
+
+    gpu = {v.name for v in report.views if v.gpu_node}
+    rows = class_chart.rows_from_labels({n.name: n.labels for n in nodes if n.name in gpu}, prefix=prefix)
+    nccl = {c.topology_class: c.nccl.node for c in report.classes if c.nccl is not None}
+    rows = [dataclasses.replace(r, example=nccl.get(r.cls, "")) for r in rows]
+    scene = class_chart.chart_scene(rows)
+    suffix = Path(path).suffix.lower().lstrip(".")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if (fmt or ("png" if suffix == "png" else "svg")) == "png":
+        from gputopo.png import render_png  # matplotlib: imported only when a PNG is asked for
+
+        Path(path).write_bytes(render_png(scene))
+    else:
+        Path(path).write_text(to_svg(scene), encoding="utf-8")
 
 
 def _fails(report: ClusterAudit, threshold: Severity) -> bool:

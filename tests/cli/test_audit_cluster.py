@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cluster_fixture import L40S as L40S_
 from cluster_fixture import audit_cluster, kubeconfig, node
 from fake_apiserver import FakeApiServer
 
@@ -320,3 +321,25 @@ def test_rbac_example_is_read_only_and_covers_every_list_the_audit_makes() -> No
                for r in rs for res in r["resources"] for verb in r["verbs"]}
     assert granted == {(None, "nodes", "list"), (None, "pods", "list"), ("gputopo-system", "configmaps", "list")}
     assert cli.AuditClusterSettings().allocation_namespace == "gputopo-system"
+
+
+def test_per_class_chart(kc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import xml.etree.ElementTree as ET
+
+    svg, png = tmp_path / "classes.svg", tmp_path / "classes.png"
+    assert run(capsys, "--kubeconfig", str(kc), "--json", "--picture", str(svg))[0] == 0
+    assert run(capsys, "--kubeconfig", str(kc), "--json", "--picture", str(png))[0] == 0
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    rows = {g.get("data-class"): g for g in ET.parse(svg).getroot().iter("{http://www.w3.org/2000/svg}g")
+            if g.get("class") == "class-row"}
+    # five classes by their topology-class label, and the two GPU nodes without labels
+    assert {c: rows[c].get("data-nodes") for c in rows} == {
+        labels.encode(L40S_)[labels.DEFAULT_PREFIX + "topology-class"]: "120", "830a117ab3": "100",
+        "5d488247f7": "59", "f36f600b4f": "1", "b76ae00f16": "1", "unlabelled": "2"}
+    text = svg.read_text()
+    assert "e.g. l40s-050" in text and "e.g. h100-050" in text  # the example node is the nccl-tests node
+
+
+def test_unwritable_picture_exits_2(kc: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "--kubeconfig", str(kc), "--json", "--picture", "/proc/nope/classes.svg")
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "cannot write" in err
