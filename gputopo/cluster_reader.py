@@ -77,8 +77,9 @@ def _map(value: Any) -> Mapping[str, Any]:
 
 
 def _pages(list_fn: Callable[..., Any], kind: str, *, page_size: int, cached: bool, timeout: float,
-           reporter: Reporter | None, stats: ListStats, **query: Any) -> Iterator[list[Any]]:
-    """The items of each page; one restart from scratch when a continue token expires (410)."""
+           reporter: Reporter | None, stats: ListStats, **query: Any) -> Iterator[list[Any] | None]:
+    """The items of each page. When a continue token expires (410) mid-list, ``None`` (drop what this
+    list gave so far) and the list starts again, once: its pages are one consistent snapshot."""
     for attempt in (1, 2):
         cont: str | None = None
         total: int | None = None
@@ -119,7 +120,9 @@ def _pages(list_fn: Callable[..., Any], kind: str, *, page_size: int, cached: bo
                     return
         except ApiException as err:
             if err.status == 410 and cont and attempt == 1:
-                continue  # the continue token expired mid-list: list again from the start
+                stats.pages = stats.bytes = 0
+                yield None  # the continue token expired mid-list: list again from the start
+                continue
             raise
 
 
@@ -174,6 +177,10 @@ def read_cluster(
     t0 = time.perf_counter()
     try:
         for page in _pages(core_v1.list_node, "nodes", stats=stats["nodes"], **opts):
+            if page is None:
+                nodes.clear()
+                skipped = 0
+                continue
             for obj in page:
                 rec = _node_input(obj, prefix=prefix, resource=resource, keep=keep)
                 if rec is None:
@@ -192,6 +199,10 @@ def read_cluster(
         t = time.perf_counter()
         for page in _pages(lambda **kw: core_v1.list_namespaced_config_map(namespace, **kw), "configmaps",
                            stats=stats["configmaps"], label_selector=carrier.SELECTOR, **opts):
+            if page is None:
+                allocations.clear()
+                stats["configmaps"].objects = 0
+                continue
             for obj in page:
                 stats["configmaps"].objects += 1
                 node = carrier.node_of(obj) if isinstance(obj, dict) else None
@@ -206,6 +217,10 @@ def read_cluster(
         t = time.perf_counter()
         for page in _pages(core_v1.list_pod_for_all_namespaces, "pods", stats=stats["pods"],
                            field_selector=PENDING_SELECTOR, **opts):
+            if page is None:
+                pending.clear()
+                stats["pods"].objects = 0
+                continue
             for obj in page:
                 stats["pods"].objects += 1
                 if not isinstance(obj, dict):

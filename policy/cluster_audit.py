@@ -272,7 +272,8 @@ def _pools(views: Sequence[NodeView], findings: list[ClusterFinding]) -> list[Po
                                            f"{where}: no class has a majority ({split})", tuple(names)))
             continue
         g.majority = top
-        ref = next(by_name[n_].summary for n_ in g.nodes if by_name[n_].topology_class == top)
+        ref = next((s for n_ in g.nodes if by_name[n_].topology_class == top
+                    and (s := by_name[n_].summary) is not None), None)
         for cls, count in sorted(g.classes.items()):
             if cls == top:
                 continue

@@ -163,6 +163,19 @@ def test_watch_cache_list_gives_the_same_audit(api: FakeApiServer, kc: Path,
     assert "resourceVersion=0" in nodes_req and "resourceVersionMatch=NotOlderThan" in nodes_req
 
 
+def test_an_expired_continue_token_lists_again_from_the_start(api: FakeApiServer, kc: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    api.requests.clear()
+    api.expire_continue = 1
+    doc = audit_json(capsys, "--kubeconfig", str(kc), "--page-size", "100")
+    assert found(doc) == EXPECTED  # nothing counted twice
+    assert doc["summary"]["nodes"] == 303
+    # nodes: page 1, then 410 on page 2, then four pages from the start
+    assert [r.split("&")[0] for r in api.requests if r.startswith("list nodes")] == [
+        "list nodes limit=100", "list nodes continue=100", "list nodes limit=100", "list nodes continue=100",
+        "list nodes continue=200", "list nodes continue=300"]
+
+
 def test_text_report(kc: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # rich's width when stdout is not a terminal
     rc, out, err = run(capsys, "--kubeconfig", str(kc), "--nodes", "findings")

@@ -17,7 +17,9 @@ It speaks what the official ``kubernetes`` client expects on the wire:
   ``remainingItemCount`` on a page of an unfiltered list, and, as the API server does
   from its watch cache, answers ``resourceVersion=0`` with every object in one page;
 - ``refuse[kind] = code`` answers every request for that kind with that HTTP status
-  (403 for an RBAC refusal).
+  (403 for an RBAC refusal); ``expire_continue = n`` answers the next n LISTs that carry a
+  ``continue`` token with 410 ``Expired``, as the API server does once the token's
+  snapshot is compacted.
 
 ``kick()`` ends every open watch (as an apiserver restart or an idle timeout would).
 """
@@ -83,6 +85,7 @@ class FakeApiServer:
         self.cond = threading.Condition()
         self.requests: list[str] = []
         self.refuse: dict[str, int] = {}  # kind -> HTTP status answered to every request for it
+        self.expire_continue = 0  # the next n LISTs with a continue token get 410 Expired
         #: each stored object's JSON, encoded once (objects are replaced, never changed in place)
         self._encoded: dict[str, tuple[dict[str, Any], bytes]] = {}
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -195,6 +198,10 @@ class FakeApiServer:
                 if watch:
                     self._watch(kind, int(q.get("resourceVersion") or 0), float(q.get("timeoutSeconds") or 30),
                                 ns, sel)
+                elif q.get("continue") and api.expire_continue > 0:
+                    api.expire_continue -= 1
+                    self._json(410, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                                     "reason": "Expired", "message": "The provided continue parameter is too old"})
                 else:
                     limit = 0 if q.get("resourceVersion") == "0" else int(q.get("limit") or 0)
                     self._list(kind, list_kind, limit, q.get("continue"), ns, sel, q.get("fieldSelector"))
