@@ -14,7 +14,8 @@ What is timed, alternating in every repetition, with the same client, page size 
 
 - ``floor``: the three lists the audit makes (nodes in pages, our ConfigMaps by label selector,
   unscheduled pending pods by field selector), each page fetched raw with the official client
-  and ``json.loads``-ed, nothing else;
+  and ``json.loads``-ed, nothing else, with the cyclic GC paused as the audit pauses it
+  (``gputopo.cluster_reader.paused_gc``), so the floor is the cheapest way to read the same bytes;
 - ``audit --json``: ``gputopo audit cluster --json`` in-process (``gputopo.audit_cluster.main``),
   stdout to /dev/null: listing, reducing, analysis and the JSON document;
 - ``audit (tables)``: the same with the text report and ``--nodes all`` (a line per GPU node);
@@ -50,7 +51,7 @@ from cluster_fixture import kubeconfig, scaled_cluster  # noqa: E402
 from fake_apiserver import FakeApiServer  # noqa: E402
 
 from gputopo import audit_cluster  # noqa: E402
-from gputopo.cluster_reader import PENDING_SELECTOR  # noqa: E402
+from gputopo.cluster_reader import PENDING_SELECTOR, paused_gc  # noqa: E402
 from labeler.topology import carrier  # noqa: E402
 from policy.cluster_audit import audit  # noqa: E402
 from policy.cluster_nodes import AuditConfig  # noqa: E402
@@ -74,6 +75,11 @@ def serve(nodes: int, pods_per_node: int, conn: Any) -> None:
 
 def floor(core_v1: Any, page: int, *, all_pods: bool = False) -> int:
     """List exactly what the audit lists, json.loads every page, keep nothing; returns bytes read."""
+    with paused_gc():
+        return _floor(core_v1, page, all_pods=all_pods)
+
+
+def _floor(core_v1: Any, page: int, *, all_pods: bool) -> int:
     total = 0
 
     def pages(fn: Callable[..., Any], **query: Any) -> None:
@@ -146,15 +152,17 @@ def main() -> None:
         from gputopo.cluster_reader import read_cluster
 
         t = time.perf_counter()
-        result = read_cluster(core_v1, prefix=settings.prefix, resource=settings.resource,
-                              namespace=settings.allocation_namespace,
-                              label_keys=frozenset(settings.pool_keys) | frozenset(settings.type_keys),
-                              page_size=args.page_size)
+        with paused_gc():
+            result = read_cluster(core_v1, prefix=settings.prefix, resource=settings.resource,
+                                  namespace=settings.allocation_namespace,
+                                  label_keys=frozenset(settings.pool_keys) | frozenset(settings.type_keys),
+                                  page_size=args.page_size)
         t_read = time.perf_counter() - t
         t = time.perf_counter()
-        report = audit(result.nodes, result.pending, AuditConfig(
-            now=time.time(), allocation_max_age_s=settings.allocation_max_age_seconds,
-            allocation_refresh_s=settings.allocation_refresh_seconds))
+        with paused_gc():
+            report = audit(result.nodes, result.pending, AuditConfig(
+                now=time.time(), allocation_max_age_s=settings.allocation_max_age_seconds,
+                allocation_refresh_s=settings.allocation_refresh_seconds))
         t_analyse = time.perf_counter() - t
         t = time.perf_counter()
         doc = json.dumps(report.to_dict())

@@ -227,7 +227,10 @@ def _main(argv: Sequence[str]) -> int:
         pool_keys=tuple(settings.pool_keys), type_keys=tuple(settings.type_keys),
         sizes=None if settings.sizes is None else tuple(settings.sizes),
     )
-    report = audit(result.nodes, result.pending, config, input_findings=result.input_findings)
+    from gputopo.cluster_reader import paused_gc
+
+    with paused_gc():  # records and findings: no reference cycles (see paused_gc)
+        report = audit(result.nodes, result.pending, config, input_findings=result.input_findings)
     if args.picture:
         try:
             _write_chart(report, result.nodes, args.picture, args.format, prefix=settings.prefix)
@@ -291,7 +294,7 @@ def _read(core_v1: Any, settings: AuditClusterSettings, *, progress: bool) -> An
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from urllib3.exceptions import HTTPError
 
-    from gputopo.cluster_reader import ClusterReadError, read_cluster
+    from gputopo.cluster_reader import ClusterReadError, paused_gc, read_cluster
 
     err_console = Console(stderr=True)
     show = progress and err_console.is_terminal
@@ -299,7 +302,7 @@ def _read(core_v1: Any, settings: AuditClusterSettings, *, progress: bool) -> An
                    console=err_console, transient=True, disable=not show)
     keys = frozenset(settings.pool_keys) | frozenset(settings.type_keys)
     try:
-        with bar:
+        with bar, paused_gc():
             return read_cluster(core_v1, prefix=settings.prefix, resource=settings.resource,
                                 namespace=settings.allocation_namespace, label_keys=keys,
                                 page_size=settings.page_size, cached=settings.cached_list,
