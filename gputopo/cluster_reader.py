@@ -174,6 +174,21 @@ def _optional_list(kind: str, what: str, run: Callable[[], None], findings: list
             f"could not list {what}: {reason}; the audit goes on without them (see docs/audit.md for the ClusterRole)"))
 
 
+def _consume(pages: Iterator[list[Any] | None], stats: ListStats, each: Callable[[Any], None],
+             reset: Callable[[], None]) -> None:
+    """Feed every listed object to ``each``; ``reset`` when the list starts again (see :func:`_pages`)."""
+    t = time.perf_counter()
+    for page in pages:
+        if page is None:
+            reset()
+            stats.objects = 0
+            continue
+        stats.objects += len(page)
+        for obj in page:
+            each(obj)
+    stats.seconds = time.perf_counter() - t
+
+
 def read_cluster(
     core_v1: Any,
     *,
@@ -192,66 +207,50 @@ def read_cluster(
     stats = {k: ListStats(k) for k in ("nodes", "configmaps", "pods")}
     findings: list[ClusterFinding] = []
     nodes: list[NodeInput] = []
-    skipped = 0
-    t0 = time.perf_counter()
+    unnamed = [0]  # list items without a readable name
+
+    def node(obj: Any) -> None:
+        rec = _node_input(obj, prefix=prefix, resource=resource, keep=keep)
+        if rec is None:
+            unnamed[0] += 1
+        else:
+            nodes.append(rec)
+
+    def no_nodes() -> None:
+        nodes.clear()
+        unnamed[0] = 0
+
     try:
-        for page in _pages(core_v1.list_node, "nodes", stats=stats["nodes"], **opts):
-            if page is None:
-                nodes.clear()
-                skipped = 0
-                continue
-            for obj in page:
-                rec = _node_input(obj, prefix=prefix, resource=resource, keep=keep)
-                if rec is None:
-                    skipped += 1
-                else:
-                    nodes.append(rec)
+        _consume(_pages(core_v1.list_node, "nodes", stats=stats["nodes"], **opts), stats["nodes"], node, no_nodes)
     except ApiException as err:
         raise ClusterReadError(f"cannot list nodes: HTTP {err.status} {err.reason}") from err
-    stats["nodes"].objects, stats["nodes"].seconds = len(nodes) + skipped, time.perf_counter() - t0
-    if skipped:
+    if unnamed[0]:
         findings.append(ClusterFinding(Severity.WARNING, "undecodable-node",
-                                       f"{skipped} listed nodes had no readable name and were skipped"))
+                                       f"{unnamed[0]} listed nodes had no readable name and were skipped"))
     allocations: dict[str, str] = {}
 
-    def configmaps() -> None:
-        t = time.perf_counter()
-        for page in _pages(lambda **kw: core_v1.list_namespaced_config_map(namespace, **kw), "configmaps",
-                           stats=stats["configmaps"], label_selector=carrier.SELECTOR, **opts):
-            if page is None:
-                allocations.clear()
-                stats["configmaps"].objects = 0
-                continue
-            for obj in page:
-                stats["configmaps"].objects += 1
-                node = carrier.node_of(obj) if isinstance(obj, dict) else None
-                value = _map(obj.get("data")).get(carrier.DATA_KEY) if isinstance(obj, dict) else None
-                if node is not None and isinstance(value, str):
-                    allocations.setdefault(node, value)
-        stats["configmaps"].seconds = time.perf_counter() - t
+    def configmap(obj: Any) -> None:
+        node = carrier.node_of(obj) if isinstance(obj, dict) else None
+        value = _map(obj.get("data")).get(carrier.DATA_KEY) if isinstance(obj, dict) else None
+        if node is not None and isinstance(value, str):
+            allocations.setdefault(node, value)
 
     pending: list[PendingPod] = []
 
-    def pods() -> None:
-        t = time.perf_counter()
-        for page in _pages(core_v1.list_pod_for_all_namespaces, "pods", stats=stats["pods"],
-                           field_selector=PENDING_SELECTOR, **opts):
-            if page is None:
-                pending.clear()
-                stats["pods"].objects = 0
-                continue
-            for obj in page:
-                stats["pods"].objects += 1
-                if not isinstance(obj, dict):
-                    continue
-                gpus = gpu_request(obj, resource)
-                if gpus > 0:
-                    meta = _map(obj.get("metadata"))
-                    pending.append(PendingPod(f"{meta.get('namespace') or 'default'}/{meta.get('name')}", gpus))
-        stats["pods"].seconds = time.perf_counter() - t
+    def pod(obj: Any) -> None:
+        gpus = gpu_request(obj, resource) if isinstance(obj, dict) else 0
+        if gpus > 0:
+            meta = _map(obj.get("metadata"))
+            pending.append(PendingPod(f"{meta.get('namespace') or 'default'}/{meta.get('name')}", gpus))
 
-    _optional_list("configmaps", f"the allocation ConfigMaps in namespace {namespace}", configmaps, findings)
-    _optional_list("pods", "pending pods", pods, findings)
+    _optional_list("configmaps", f"the allocation ConfigMaps in namespace {namespace}", lambda: _consume(
+        _pages(lambda **kw: core_v1.list_namespaced_config_map(namespace, **kw), "configmaps",
+               stats=stats["configmaps"], label_selector=carrier.SELECTOR, **opts),
+        stats["configmaps"], configmap, allocations.clear), findings)
+    _optional_list("pods", "pending pods", lambda: _consume(
+        _pages(core_v1.list_pod_for_all_namespaces, "pods", stats=stats["pods"], field_selector=PENDING_SELECTOR,
+               **opts),
+        stats["pods"], pod, pending.clear), findings)
     if allocations:
         nodes = [NodeInput(n.name, n.labels, n.annotations, n.gpu_capacity, n.unschedulable,
                            allocations.get(n.name)) for n in nodes]
