@@ -2,12 +2,15 @@
 #   make demo   -- set up, then simulate the bundled scenario (PyTorchJob + vLLM on seven real 8-GPU boards)
 #                  under gputopo, the default scheduler, BestFit and Random; chart in out/demo-simulate.png
 #   make test   -- set up, then lint, type-check, check layering and run the test suite
+# End-to-end against a real control plane (needs Go + the Go module proxy; docs/e2e.md):
+#   make kube   -- build or reuse kube-apiserver/kube-scheduler/kubectl/etcd; prints their directory last
+#   make e2e    -- make kube, then the scenarios marked `e2e` (agent, scheduling, failure, throughput)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck layers unit bench clean
+.PHONY: setup demo test lint typecheck layers unit bench clean kube e2e
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +33,17 @@ layers: $(STAMP)
 	$(BIN)/lint-imports
 
 unit: $(STAMP)
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 -q -m "not e2e"
 
 test: lint typecheck layers unit
+
+kube:
+	@bash hack/kube/build.sh
+
+# One scenario: E2E_KUBE_BIN=$$(make -s kube | tail -n1) .venv/bin/pytest -m e2e tests/e2e/test_e2e_agent.py
+e2e: $(STAMP)
+	@dir=$$(bash hack/kube/build.sh | tail -n1) && \
+	E2E_KUBE_BIN=$$dir $(BIN)/pytest -q -p no:xdist -m e2e tests/e2e $(E2E_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_core.py
