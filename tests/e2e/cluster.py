@@ -316,6 +316,7 @@ class Cluster:
         cfg_path.parent.mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(self.scheduler_config(extender_url, kubeconfig, baseline=baseline))
         port = free_port()
+        previous = self._lease_holder()
         proc = self._start(name, [
             self.binary("kube-scheduler"), f"--config={cfg_path}", "--bind-address=127.0.0.1",
             f"--secure-port={port}", f"--cert-dir={cfg_path.parent / 'certs'}",
@@ -326,16 +327,24 @@ class Cluster:
         insecure.verify_mode = ssl.CERT_NONE  # the scheduler's self-signed serving cert, on loopback
         wait_for(f"{name} /readyz", lambda: _http_get(f"https://127.0.0.1:{port}/readyz", insecure) == b"ok",
                  timeout_s, alive=proc.dead)
-        wait_for(f"{name} leader lease", lambda: self._lease_held_by_live_scheduler(), timeout_s, alive=proc.dead)
+        # leader: a holder other than a previous scheduler's (whose lease may not have expired yet)
+        wait_for(f"{name} leader lease", lambda: self._lease_holder() not in (None, previous), timeout_s,
+                 alive=proc.dead)
         return proc
 
-    def _lease_held_by_live_scheduler(self) -> bool:
-        lease = k8s.CoordinationV1Api(self.api).read_namespaced_lease("gputopo-scheduler", NAMESPACE)
+    def _lease_holder(self) -> str | None:
+        """Holder of the scheduler's leader-election Lease, if it renewed within the lease duration."""
+        try:
+            lease = k8s.CoordinationV1Api(self.api).read_namespaced_lease("gputopo-scheduler", NAMESPACE)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
         spec = lease.spec
         if spec is None or not spec.holder_identity or spec.renew_time is None:
-            return False
+            return None
         age = time.time() - spec.renew_time.timestamp()
-        return age < (spec.lease_duration_seconds or 15)
+        return spec.holder_identity if age < (spec.lease_duration_seconds or 15) else None
 
     def start_extender(self, *, name: str = "extender", port: int | None = None, timeout_s: float = 90.0,
                        extra: Sequence[str] = ()) -> tuple[Proc, str]:
@@ -358,6 +367,16 @@ def _http_get(url: str, ctx: ssl.SSLContext | None = None, timeout_s: float = 3.
             return body if resp.status == 200 else None
     except urllib.error.HTTPError:
         return None
+
+
+def metric(url: str, name: str, *labels: str) -> float:
+    """Sum of the Prometheus samples of ``name`` at ``url``/metrics whose labels contain each of ``labels``."""
+    total = 0.0
+    for line in (_http_get(f"{url}/metrics") or b"").decode().splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] == name and all(x in series for x in labels):
+            total += float(value)
+    return total
 
 
 def jwt_claims(token: str) -> dict[str, Any]:

@@ -21,6 +21,12 @@ from .kubebin import REPO, kube_bin
 
 _KEPT: list[str] = []
 _FAILED_MODULES: set[str] = set()
+_REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    """A figure to print in the terminal summary (throughput, timings)."""
+    _REPORT.append(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -39,7 +45,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for line in _KEPT:
+    for line in _REPORT + _KEPT:
         terminalreporter.write_line(line)
 
 

@@ -92,11 +92,10 @@ def preencoded_node(name: str, topo: Topology, **kwargs: Any) -> dict[str, Any]:
 
 def _create_one(cluster: Cluster, obj: dict[str, Any]) -> None:
     core = cluster.core
-    core.create_node(obj)  # type: ignore[arg-type]
+    node = core.create_node(obj)  # type: ignore[arg-type]
     name = obj["metadata"]["name"]
-    # kube-apiserver keeps status on a Node create (kubelet registers that way), but make sure
-    core.patch_node_status(name, {"status": obj["status"]})
-    node = core.read_node(name)
+    if not (node.status and node.status.allocatable):  # kubelet registers with status; keep it if dropped
+        core.patch_node_status(name, {"status": obj["status"]})
     taints = [t for t in (node.spec.taints or []) if t.key != NOT_READY_TAINT]
     if len(taints) != len(node.spec.taints or []):  # the node lifecycle controller's job, once Ready
         core.patch_node(name, {"spec": {"taints": [cluster.api.sanitize_for_serialization(t) for t in taints]}})

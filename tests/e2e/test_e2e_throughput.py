@@ -1,0 +1,121 @@
+"""Scheduling throughput of the real kube-scheduler on 1,000 GPU nodes, without and with the extender.
+
+Same run, same cluster, same nodes: 1,000 Node objects (the seven scheduling-scenario
+classes in turn) carrying what their agents publish (the agent's own encoders in the create
+body: 1,000 agent runs would cost more than the measurement), the extender in cached mode.
+For each side, N GPU pods (1-, 2- and 4-GPU, default ``preferred`` placement) are created
+while no scheduler runs; then kube-scheduler starts with the project's configuration
+(``baseline``: the same without the ``extenders`` stanza) and we time, from a watch, the
+first to the last binding. pods/s = (N − 1) / that interval; the ratio is with / without.
+The pods of one side are force-deleted before the other starts, so both see empty nodes.
+
+N is ``E2E_THROUGHPUT_PODS`` (default 150: CI-sized). A larger run (docs/e2e.md):
+``E2E_THROUGHPUT_PODS=1000 make e2e E2E_ARGS="-k throughput"``. Nothing here asserts a
+speed: the figures are printed and written to out/e2e-results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import watch
+
+from .cluster import Cluster, metric
+from .conftest import report
+from .fleet import create_nodes, preencoded_node, topology
+from .kubebin import REPO
+from .procs import wait_for
+from .scenario import CLASSES, notebook_pod
+
+NODES = 1000
+PODS = int(os.environ.get("E2E_THROUGHPUT_PODS", "150"))
+RESULTS = REPO / "out" / "e2e-results"
+
+
+@pytest.fixture(scope="module")
+def fleet_1000(cluster: Cluster) -> Iterator[tuple[Cluster, str]]:
+    files = [f for f, _ in CLASSES.values()]
+    names = list(CLASSES)
+    t0 = time.monotonic()
+    create_nodes(cluster, [preencoded_node(f"tp-{names[i % len(names)]}-{i:04d}", topology(files[i % len(files)]))
+                           for i in range(NODES)])
+    report(f"throughput: created {NODES} nodes in {time.monotonic() - t0:.1f}s")
+    proc, url = cluster.start_extender(extra=["--log-level=warning"])
+    yield cluster, url
+    cluster.stop(proc.name)
+
+
+def _pods(side: str) -> list[dict[str, Any]]:
+    out = []
+    for i in range(PODS):
+        pod = notebook_pod(f"tp-{side}-{i:04d}", namespace=f"tp-{side}", gpus=(1, 2, 4)[i % 3])
+        pod["spec"]["containers"][0]["resources"]["requests"] = {"cpu": "1", "memory": "4Gi"}
+        out.append(pod)
+    return out
+
+
+def _run(cluster: Cluster, side: str, extender_url: str | None) -> dict[str, Any]:
+    ns = f"tp-{side}"
+    cluster.ensure_namespace(ns)
+    core = cluster.core
+    for pod in _pods(side):
+        for part in ("limits",):
+            res = pod["spec"]["containers"][0]["resources"][part]
+            res.update({k: str(v) for k, v in res.items()})
+        core.create_namespaced_pod(ns, pod)
+    bound: dict[str, float] = {}
+    rv = core.list_namespaced_pod(ns).metadata.resource_version
+    stop = threading.Event()
+
+    def watch_bindings() -> None:
+        w = watch.Watch()
+        for ev in w.stream(core.list_namespaced_pod, ns, resource_version=rv, timeout_seconds=600):
+            pod = ev["object"]
+            if pod.spec.node_name and pod.metadata.name not in bound:
+                bound[pod.metadata.name] = time.monotonic()
+            if stop.is_set() or len(bound) == PODS:
+                w.stop()
+
+    watcher = threading.Thread(target=watch_bindings, daemon=True)
+    watcher.start()
+    name = f"kube-scheduler-{side}"
+    started = time.monotonic()
+    proc = cluster.start_scheduler(extender_url, name=name, baseline=extender_url is None)
+    try:
+        wait_for(f"{PODS} pods bound ({side})", lambda: len(bound) == PODS, 600, interval_s=0.5, alive=proc.dead)
+    finally:
+        stop.set()
+        cluster.stop(name)
+    watcher.join(timeout=10)
+    times = sorted(bound.values())
+    interval = times[-1] - times[0]
+    result = {"side": side, "pods": PODS, "nodes": NODES, "first_to_last_bind_s": round(interval, 2),
+              "pods_per_s": round((PODS - 1) / interval, 1), "scheduler_start_to_last_bind_s":
+              round(times[-1] - started, 2)}
+    core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
+    wait_for(f"{ns} pods deleted", lambda: not core.list_namespaced_pod(ns, limit=1).items, 120)
+    return result
+
+
+def test_throughput_with_and_without_the_extender(fleet_1000: tuple[Cluster, str]) -> None:
+    cluster, url = fleet_1000
+    calls = metric(url, "gputopo_extender_requests_total", 'verb="filter"')
+    without = _run(cluster, "baseline", None)
+    assert metric(url, "gputopo_extender_requests_total", 'verb="filter"') == calls  # baseline: not called
+    with_ext = _run(cluster, "extender", url)
+    filtered = metric(url, "gputopo_extender_requests_total", 'verb="filter"', 'outcome="ok"') - calls
+    prioritized = metric(url, "gputopo_extender_requests_total", 'verb="prioritize"', 'outcome="ok"')
+    assert filtered >= PODS and prioritized >= PODS, (filtered, prioritized)  # every pod went through us
+    ratio = with_ext["pods_per_s"] / without["pods_per_s"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "throughput.json").write_text(json.dumps({"without": without, "with": with_ext,
+                                                          "ratio": round(ratio, 3)}, indent=2))
+    report(f"throughput: {PODS} pods on {NODES} nodes: without extender {without['pods_per_s']} pods/s, "
+           f"with extender {with_ext['pods_per_s']} pods/s, ratio {ratio:.2f}")
+    assert without["pods"] == with_ext["pods"] == PODS
