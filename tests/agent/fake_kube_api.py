@@ -20,8 +20,10 @@ building, headers, JSON (de)serialisation, error mapping to ``ApiException``):
 * namespaced ConfigMaps (the allocation carrier): ``GET``/``PATCH``
   ``/api/v1/namespaces/{ns}/configmaps/{name}`` (same merge patch, resourceVersion
   precondition and validation as Nodes) and ``POST .../configmaps`` (409
-  ``AlreadyExists`` on a duplicate name, 422 on an invalid name or a namespace
-  mismatch); failure injection can be limited to a path prefix.
+  ``AlreadyExists`` on a duplicate name, 422 on an invalid name, 400 on a namespace
+  mismatch); failure injection can be limited to a path prefix;
+* a PATCH that changes nothing keeps the resourceVersion (as kube-apiserver does:
+  no write reaches etcd).
 """
 
 from __future__ import annotations
@@ -303,8 +305,9 @@ class FakeKubeApi:
                 return 400, _status(400, f"invalid JSON: {err}"), {}
             meta = obj.setdefault("metadata", {})
             new_name = str(meta.get("name") or "")
-            if meta.setdefault("namespace", ns) != ns:
-                return 422, _status(422, "the namespace of the object does not match the request", "Invalid"), {}
+            if meta.setdefault("namespace", ns) != ns:  # the real server's answer (400, not 422): seen in tests/e2e
+                msg = "the namespace of the provided object does not match the namespace sent on the request"
+                return 400, _status(400, msg, "BadRequest"), {}
             errs = _validate(obj)
             if len(new_name) > 253 or not _DNS1123.fullmatch(new_name):
                 errs.append(f"metadata.name: Invalid value: {new_name!r}")
@@ -352,6 +355,9 @@ class FakeKubeApi:
         errs = _validate(merged)
         if errs:
             return 422, _status(422, f'{kind} "{name}" is invalid: ' + ", ".join(errs), reason="Invalid")
+        merged["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        if merged == current:  # a no-op patch: the real server writes nothing and keeps the resourceVersion
+            return 200, merged
         self._rv += 1
         merged["metadata"]["resourceVersion"] = str(self._rv)
         return 200, merged
