@@ -46,9 +46,10 @@ from .kubebin import REPO, kube_bin
 from .pki import Pki, make_pki
 from .procs import Proc, free_port, kill_group, wait_for
 
-__all__ = ["NAMESPACE", "Cluster", "main"]
+__all__ = ["NAMESPACE", "SCHEDULER_NAMESPACE", "Cluster", "main"]
 
-NAMESPACE = "gputopo-system"
+NAMESPACE = "gputopo-system"  # agents, their allocation ConfigMaps, the extender
+SCHEDULER_NAMESPACE = "gputopo-scheduler"  # the second scheduler: its configuration, SA and Lease
 SCHEDULER_CONFIGMAP = "gputopo-scheduler-config"
 SCHEDULER_SA = "gputopo-scheduler"
 EXTENDER_SA = "gputopo-extender"
@@ -298,7 +299,7 @@ class Cluster:
         ``baseline``: the same configuration without the ``extenders`` stanza (the
         "without gputopo" side of the throughput comparison; nothing else differs).
         """
-        cm = self.core.read_namespaced_config_map(SCHEDULER_CONFIGMAP, NAMESPACE)
+        cm = self.core.read_namespaced_config_map(SCHEDULER_CONFIGMAP, SCHEDULER_NAMESPACE)
         cfg = yaml.safe_load((cm.data or {})["config.yaml"])
         cfg.setdefault("clientConnection", {})["kubeconfig"] = str(kubeconfig)
         if baseline:
@@ -311,7 +312,7 @@ class Cluster:
     def start_scheduler(self, extender_url: str | None, *, name: str = "kube-scheduler", baseline: bool = False,
                         timeout_s: float = 90.0) -> Proc:
         """Run kube-scheduler as ``gputopo-scheduler`` with the project's configuration; wait for readiness + lease."""
-        kubeconfig = self.sa_kubeconfig(SCHEDULER_SA)
+        kubeconfig = self.sa_kubeconfig(SCHEDULER_SA, SCHEDULER_NAMESPACE)
         cfg_path = self.workdir / name / "config.yaml"
         cfg_path.parent.mkdir(parents=True, exist_ok=True)
         cfg_path.write_text(self.scheduler_config(extender_url, kubeconfig, baseline=baseline))
@@ -335,7 +336,7 @@ class Cluster:
     def _lease_holder(self) -> str | None:
         """Holder of the scheduler's leader-election Lease, if it renewed within the lease duration."""
         try:
-            lease = k8s.CoordinationV1Api(self.api).read_namespaced_lease("gputopo-scheduler", NAMESPACE)
+            lease = k8s.CoordinationV1Api(self.api).read_namespaced_lease("gputopo-scheduler", SCHEDULER_NAMESPACE)
         except ApiException as err:
             if err.status == 404:
                 return None

@@ -5,11 +5,16 @@ pairs on GPUs 0, 2, 4, 6) runs with the agent ServiceAccount's token bound to it
 DaemonSet pod on the node, reads the allocation from a kubelet pod-resources socket
 served by the test, and must: label its Node (foreign keys intact), create and keep its
 allocation ConfigMap, write nothing at steady state, repair an edited label at resync,
-and stop on SIGTERM. Then its token probes what the API server lets the agent do.
+and stop on SIGTERM.
 
-Expected labels, worked out from the matrix (docs/labels.md): 8 GPUs, all pairs NV18 →
-nvlink true, island-nvlink 8, and NVLink joins both sockets so island-numa 8, numa-shape
-"8"; GPUs 1, 3, 5, 7 reach a NIC only at NODE → nic-locality node, gpudirect false.
+Expected labels, worked out from the matrix (docs/labels.md, schema v2): 8 GPUs, all pairs
+NV18 → nvlink true, island-nvlink 8; NUMA affinity 0 for GPUs 0-3 and 1 for GPUs 4-7 →
+numa-shape "4-4", island-numa 4; GPUs 1, 3, 5, 7 reach a NIC only at NODE → nic-locality
+node, gpudirect false.
+
+The agent's token is then used against the ValidatingAdmissionPolicy of manifests/admission,
+which the real API server evaluates: another Node, a foreign key, a token without node
+binding and another node's ConfigMap are refused; the agent's own writes above passed it.
 """
 
 from __future__ import annotations
@@ -97,8 +102,8 @@ def test_agent_token_is_bound_to_its_node(agent: dict[str, Any]) -> None:
 def test_agent_labels_its_node_and_keeps_foreign_keys(cluster: Cluster, agent: dict[str, Any]) -> None:
     node = _wait_labelled(cluster, agent["proc"])
     got = node.metadata.labels or {}
-    expected = {"gpu-count": "8", "nvlink": "true", "island-nvlink": "8", "island-numa": "8", "numa-shape": "8",
-                "nic-count": "8", "nic-locality": "node", "gpudirect": "false", "status": "ok", "schema": "v1"}
+    expected = {"gpu-count": "8", "nvlink": "true", "island-nvlink": "8", "island-numa": "4", "numa-shape": "4-4",
+                "nic-count": "8", "nic-locality": "node", "gpudirect": "false", "status": "ok", "schema": "v2"}
     assert {k: got.get("gputopo.io/" + k) for k in expected} == expected
     assert {k: got.get(k) for k in FOREIGN_LABELS} == FOREIGN_LABELS
     ann = node.metadata.annotations or {}
@@ -180,27 +185,46 @@ def test_rbac_refuses_everything_but_node_get_patch_and_configmaps(agent: dict[s
         "default", {"metadata": {"name": "x"}})) == 403  # type: ignore[arg-type]
 
 
-_GAP = ("manifests/ has no ValidatingAdmissionPolicy yet that ties the agent to its own Node (node-name claim), "
-        "our key prefix and its own allocation ConfigMap; the API server accepts these writes today")
+def _forbidden_by_policy(status_and_message: tuple[int, str]) -> bool:
+    status, message = status_and_message
+    return status == 403 and "gputopo-labeler-own-node" in message
 
 
-@pytest.mark.xfail(strict=True, reason=_GAP)
+def _call(call: Any) -> tuple[int, str]:
+    try:
+        call()
+    except ApiException as err:
+        return int(err.status), str(err.body)
+    return 200, ""
+
+
+# The ValidatingAdmissionPolicy of manifests/admission, evaluated by the real API server on the
+# agent's real requests (dry-run: admission runs, nothing is stored).
+
 def test_policy_refuses_a_patch_of_another_node(agent: dict[str, Any]) -> None:
     core = _agent_core(agent)
-    status = _status(lambda: core.patch_node(OTHER, {"metadata": {"labels": {"gputopo.io/status": "ok"}}},
-                                             dry_run="All"))
-    assert status in (403, 422)
+    assert _forbidden_by_policy(_call(lambda: core.patch_node(
+        OTHER, {"metadata": {"labels": {"gputopo.io/status": "ok"}}}, dry_run="All")))
 
 
-@pytest.mark.xfail(strict=True, reason=_GAP)
 def test_policy_refuses_a_key_outside_our_prefix(agent: dict[str, Any]) -> None:
     core = _agent_core(agent)
-    status = _status(lambda: core.patch_node(NODE, {"metadata": {"labels": {"example.com/team": "hijacked"}}},
-                                             dry_run="All"))
-    assert status in (403, 422)
+    assert _forbidden_by_policy(_call(lambda: core.patch_node(
+        NODE, {"metadata": {"labels": {"example.com/team": "hijacked"}}}, dry_run="All")))
+    assert _forbidden_by_policy(_call(lambda: core.patch_node(NODE, {"spec": {"unschedulable": True}}, dry_run="All")))
+    # ... while a key under our prefix on its own node passes admission
+    assert _call(lambda: core.patch_node(NODE, {"metadata": {"labels": {"gputopo.io/probe": "x"}}},
+                                         dry_run="All"))[0] == 200
 
 
-@pytest.mark.xfail(strict=True, reason=_GAP)
+def test_policy_refuses_a_token_without_node_binding(cluster: Cluster, agent: dict[str, Any]) -> None:
+    """A token of the agent's ServiceAccount not bound to a pod on a node (``kubectl create token``)."""
+    unbound = cluster.sa_kubeconfig(AGENT_SA)
+    core = k8s.CoreV1Api(k8s_config.new_client_from_config(config_file=str(unbound)))
+    assert _forbidden_by_policy(_call(lambda: core.patch_node(
+        NODE, {"metadata": {"labels": {"gputopo.io/probe": "x"}}}, dry_run="All")))
+
+
 def test_policy_refuses_another_nodes_configmap(cluster: Cluster, agent: dict[str, Any]) -> None:
     """The agent's Role may patch ANY ConfigMap in its namespace, e.g. another node's allocation."""
     name = carrier.configmap_name(OTHER)
@@ -213,10 +237,9 @@ def test_policy_refuses_another_nodes_configmap(cluster: Cluster, agent: dict[st
         if err.status != 409:
             raise
     core = _agent_core(agent)
-    status = _status(lambda: core.patch_namespaced_config_map(
+    assert _forbidden_by_policy(_call(lambda: core.patch_namespaced_config_map(
         name, NAMESPACE, {"data": {carrier.DATA_KEY: allocation.encode(allocation.AllocationState(frozenset()))}},
-        dry_run="All"))
-    assert status in (403, 422)
+        dry_run="All")))
 
 
 def test_agent_stops_on_sigterm(cluster: Cluster, agent: dict[str, Any]) -> None:

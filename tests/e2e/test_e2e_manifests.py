@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from .cluster import AGENT_SA, EXTENDER_SA, NAMESPACE, SCHEDULER_SA, Cluster
+from .cluster import AGENT_SA, EXTENDER_SA, NAMESPACE, SCHEDULER_NAMESPACE, SCHEDULER_SA, Cluster
 
 
 def test_every_object_of_the_default_overlay_exists(cluster: Cluster) -> None:
@@ -69,6 +69,16 @@ _CANNOT = {
                          + [(sa, v, r, False) for sa, rules in _CANNOT.items() for v, r in rules])
 def test_rbac(cluster: Cluster, sa: str, verb: str, resource: str, allowed: bool) -> None:
     resource, _, sub = resource.partition("/") if resource.startswith("pods/") else (resource, "", "")
+    ns = SCHEDULER_NAMESPACE if sa == SCHEDULER_SA else NAMESPACE  # each asked in its own namespace
     out = cluster.kubectl("auth", "can-i", verb, resource, *([f"--subresource={sub}"] if sub else []),
-                          "-n", NAMESPACE, f"--as=system:serviceaccount:{NAMESPACE}:{sa}", check=False)
+                          "-n", ns, f"--as=system:serviceaccount:{ns}:{sa}", check=False)
     assert out.stdout.strip() == ("yes" if allowed else "no"), out.stdout + out.stderr
+
+
+def test_agent_cannot_touch_the_scheduler_configuration(cluster: Cluster) -> None:
+    """The scheduler's configuration and Lease live apart from the agents' ConfigMaps (their Role allows any)."""
+    for verb in ("patch", "update", "create"):
+        for resource in ("configmaps", "leases.coordination.k8s.io"):
+            out = cluster.kubectl("auth", "can-i", verb, resource, "-n", SCHEDULER_NAMESPACE,
+                                  f"--as=system:serviceaccount:{NAMESPACE}:{AGENT_SA}", check=False)
+            assert out.stdout.strip() == "no", (verb, resource)
