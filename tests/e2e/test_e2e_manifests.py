@@ -1,7 +1,7 @@
 """manifests/ applied for real: ``kubectl apply -k`` (server-side, strict field validation).
 
 The module's cluster fixture already applied ``manifests/overlays/default``; here every
-rendered object must exist on the server, the ``nonroot`` overlay and the example workloads
+rendered object must exist on the server, the ``nonroot`` and ``tls`` overlays and the example workloads
 that need no CRD must pass a server-side dry run, and the ServiceAccounts' RBAC must grant
 what each component needs and nothing the docs say it lacks (asked with
 SubjectAccessReview through ``kubectl auth can-i``). Pods never run: there is no kubelet.
@@ -31,9 +31,11 @@ def test_reapplying_changes_nothing(cluster: Cluster) -> None:
     assert diff.returncode == 0, diff.stdout + diff.stderr  # 0: no differences, 1: differences
 
 
-def test_nonroot_overlay_is_accepted(cluster: Cluster) -> None:
-    lines = cluster.apply_manifests("manifests/overlays/nonroot", dry_run=True)
+@pytest.mark.parametrize("overlay", ["nonroot", "tls"])
+def test_other_overlays_are_accepted(cluster: Cluster, overlay: str) -> None:
+    lines = cluster.apply_manifests(f"manifests/overlays/{overlay}", dry_run=True)
     assert any("daemonset.apps/gputopo-labeler" in line for line in lines)
+    assert all("(server dry run)" in line for line in lines)
 
 
 @pytest.mark.parametrize(("path", "namespace"), [
