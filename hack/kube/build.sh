@@ -68,7 +68,7 @@ if complete; then
 fi
 
 echo "building kube-apiserver, kube-scheduler, kubectl $k8s_version and etcd $etcd_version with $toolchain" >&2
-echo "  (cold: ~15-25 min on 2 cores, see docs/e2e.md; module cache $(go env GOMODCACHE), build cache $(go env GOCACHE))" >&2
+echo "  (cold: 8-14 min on 2 shared cores, see docs/e2e.md; module cache $(go env GOMODCACHE), build cache $(go env GOCACHE))" >&2
 start=$(date +%s)
 if ! go mod download >&2; then
 	die "downloading the modules failed: is the Go module proxy ($proxy) reachable?"
