@@ -24,12 +24,6 @@ die() {
 	exit 1
 }
 
-command -v go >/dev/null 2>&1 || die "the Go toolchain is not installed (no 'go' on PATH).
-  The e2e tests build kube-apiserver, kube-scheduler and etcd from their Go modules;
-  install Go (the version in hack/kube/go.mod's 'toolchain' line or any Go >= 1.21 that can
-  fetch it) and make the Go module proxy reachable, or point E2E_KUBE_BIN at a directory
-  holding those binaries."
-
 toolchain=$(awk '$1 == "toolchain" {print $2}' go.mod)
 [ -n "$toolchain" ] || die "hack/kube/go.mod has no 'toolchain' line"
 k8s_version=$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' go.mod)
@@ -37,12 +31,6 @@ etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" && $2 ~ /^v/ {print $2; ex
 [ -n "$k8s_version" ] && [ -n "$etcd_version" ] || die "cannot read the k8s.io/kubernetes / etcd pins from go.mod"
 export GOTOOLCHAIN="$toolchain"
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-modcacherw"
-
-proxy=$(go env GOPROXY 2>/dev/null) || die "'go env' failed with GOTOOLCHAIN=$toolchain: the pinned toolchain
-  is not installed and could not be fetched from the Go module proxy (GOPROXY=${GOPROXY:-default})"
-case "$proxy" in
-off | "") die "GOPROXY is '$proxy': the build downloads k8s.io/kubernetes and go.etcd.io/etcd from the Go module proxy" ;;
-esac
 
 # What decides the binaries: the pins, the toolchain and the build recipe (bump RECIPE when
 # the go build line below changes); not this script's comments.
@@ -67,6 +55,17 @@ if complete; then
 	exit 0
 fi
 
+command -v go >/dev/null 2>&1 || die "the Go toolchain is not installed (no 'go' on PATH).
+  The e2e tests build kube-apiserver, kube-scheduler and etcd from their Go modules;
+  install Go (the version in hack/kube/go.mod's 'toolchain' line or any Go >= 1.21 that can
+  fetch it) and make the Go module proxy reachable, or point E2E_KUBE_BIN at a directory
+  holding those binaries."
+
+proxy=$(go env GOPROXY 2>/dev/null) || die "'go env' failed with GOTOOLCHAIN=$toolchain: the pinned toolchain
+  is not installed and could not be fetched from the Go module proxy (GOPROXY=${GOPROXY:-default})"
+case "$proxy" in
+off | "") die "GOPROXY is '$proxy': the build downloads k8s.io/kubernetes and go.etcd.io/etcd from the Go module proxy" ;;
+esac
 echo "building kube-apiserver, kube-scheduler, kubectl $k8s_version and etcd $etcd_version with $toolchain" >&2
 echo "  (cold: 8-14 min on 2 shared cores, see docs/e2e.md; module cache $(go env GOMODCACHE), build cache $(go env GOCACHE))" >&2
 start=$(date +%s)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import NAMESPACE, Cluster
+from .cluster import Cluster
 from .kubebin import REPO, kube_bin
 
 _KEPT: list[str] = []
@@ -30,9 +30,11 @@ def report(line: str) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every scenario module (test_e2e_*.py) is `e2e`; test_kube_build.py is fast and runs in `make test`."""
     here = Path(__file__).parent
     for item in items:
-        if Path(str(item.fspath)).parent == here:
+        path = Path(str(item.fspath))
+        if path.parent == here and path.name.startswith("test_e2e_"):
             item.add_marker(pytest.mark.e2e)
 
 
@@ -81,8 +83,3 @@ def cluster(request: pytest.FixtureRequest, kube_bin_dir: Path) -> Iterator[Clus
             _KEPT.append(f"e2e: {module}: logs kept in {c.logs}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def namespace() -> str:
-    return NAMESPACE
