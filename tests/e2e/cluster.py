@@ -3,7 +3,7 @@
 Used as a pytest fixture (``tests/e2e/conftest.py``) and as a developer command::
 
     python -m tests.e2e.cluster up      # start, apply manifests/overlays/default, start extender + scheduler
-    python -m tests.e2e.cluster env     # print `export KUBECONFIG=...` for kubectl / the Python client
+    eval "$(python -m tests.e2e.cluster env)"   # KUBECONFIG and PATH (kubectl) for this shell
     python -m tests.e2e.cluster down    # stop every process `up` started (by pid) and delete the state
 
 What runs (binaries from ``hack/kube``, see docs/e2e.md): etcd (``--unsafe-no-fsync``:
@@ -163,7 +163,7 @@ class Cluster:
         state = {
             "server": self.server, "kubeconfig": str(self.admin_kubeconfig),
             "pids": {n: p.pid for n, p in self.procs.items() if p.popen is not None},
-            "logs": str(self.logs),
+            "logs": str(self.logs), "bin": str(self.bin_dir),
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -411,8 +411,14 @@ def _up(workdir: Path) -> int:
     for proc in cluster.procs.values():
         proc.popen = None  # detach: these keep running after we exit; `down` stops them by pid
     print(f"cluster up: {cluster.server}; logs in {cluster.logs}", file=sys.stderr)
-    print(f"export KUBECONFIG={cluster.admin_kubeconfig}")
+    _print_env(json.loads((workdir / STATE_FILE).read_text()))
     return 0
+
+
+def _print_env(state: dict[str, Any]) -> None:
+    """Shell lines for `eval`: the admin kubeconfig, and kubectl v1.37.2 first on PATH."""
+    print(f"export KUBECONFIG={state['kubeconfig']}")
+    print(f"export PATH={state['bin']}:$PATH")
 
 
 def _down(workdir: Path) -> int:
@@ -444,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not state_path.exists():
         print(f"no cluster state in {workdir}; run `up` first", file=sys.stderr)
         return 1
-    print(f"export KUBECONFIG={json.loads(state_path.read_text())['kubeconfig']}")
+    _print_env(json.loads(state_path.read_text()))
     return 0
 
 
