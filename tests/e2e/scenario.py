@@ -23,7 +23,8 @@ from .kubebin import REPO
 from .procs import Proc, wait_for
 from .standin import Allocation, KubeletStandIn
 
-__all__ = ["CLASSES", "Scenario", "fleet", "notebook_pod", "pytorch_worker", "start_scenario", "vllm_pod"]
+__all__ = ["CLASSES", "Scenario", "fleet", "notebook_pod", "pytorch_worker", "quantities_as_strings", "start_scenario",
+           "vllm_pod"]
 
 #: class name -> (corpus file, node count). 42 nodes.
 CLASSES: dict[str, tuple[str, int]] = {
@@ -89,6 +90,15 @@ def notebook_pod(name: str, namespace: str = "default", gpus: int = 1) -> dict[s
                                                    "requests": {"cpu": "4", "memory": "32Gi"}}}]}}
 
 
+def quantities_as_strings(pod: dict[str, Any]) -> dict[str, Any]:
+    """YAML reads `nvidia.com/gpu: 4` as an int; the client's models want quantities as strings."""
+    for c in pod["spec"]["containers"]:
+        for part in ("limits", "requests"):
+            res = c.get("resources", {}).get(part) or {}
+            res.update({k: str(v) for k, v in res.items()})
+    return pod
+
+
 @dataclass
 class Scenario:
     cluster: Cluster
@@ -100,12 +110,8 @@ class Scenario:
     placements: list[dict[str, Any]] = field(default_factory=list)
 
     def create(self, pod: dict[str, Any]) -> str:
-        for c in pod["spec"]["containers"]:  # YAML reads `nvidia.com/gpu: 4` as an int; quantities are strings
-            for part in ("limits", "requests"):
-                res = c.get("resources", {}).get(part) or {}
-                res.update({k: str(v) for k, v in res.items()})
         ns = pod["metadata"]["namespace"]
-        self.cluster.core.create_namespaced_pod(ns, pod)  # type: ignore[arg-type]
+        self.cluster.core.create_namespaced_pod(ns, quantities_as_strings(pod))  # type: ignore[arg-type]
         return f"{ns}/{pod['metadata']['name']}"
 
     def node_of(self, key: str) -> str | None:

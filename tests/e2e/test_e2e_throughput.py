@@ -31,7 +31,7 @@ from .conftest import report
 from .fleet import create_nodes, preencoded_node, topology
 from .kubebin import REPO
 from .procs import wait_for
-from .scenario import CLASSES, notebook_pod
+from .scenario import CLASSES, notebook_pod, quantities_as_strings
 
 NODES = 1000
 PODS = int(os.environ.get("E2E_THROUGHPUT_PODS", "150"))
@@ -65,10 +65,7 @@ def _run(cluster: Cluster, side: str, extender_url: str | None) -> dict[str, Any
     cluster.ensure_namespace(ns)
     core = cluster.core
     for pod in _pods(side):
-        for part in ("limits",):
-            res = pod["spec"]["containers"][0]["resources"][part]
-            res.update({k: str(v) for k, v in res.items()})
-        core.create_namespaced_pod(ns, pod)
+        core.create_namespaced_pod(ns, quantities_as_strings(pod))  # type: ignore[arg-type]
     bound: dict[str, float] = {}
     rv = core.list_namespaced_pod(ns).metadata.resource_version
     stop = threading.Event()
