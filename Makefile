@@ -40,7 +40,7 @@ test: lint typecheck layers unit
 kube:
 	@bash hack/kube/build.sh
 
-# One scenario: E2E_KUBE_BIN=$$(make -s kube | tail -n1) .venv/bin/pytest -m e2e tests/e2e/test_e2e_agent.py
+# One scenario: make e2e E2E_ARGS="-k scheduling"   (or E2E_ARGS=tests/e2e/test_e2e_agent.py)
 e2e: $(STAMP)
 	@dir=$$(bash hack/kube/build.sh | tail -n1) && \
 	E2E_KUBE_BIN=$$dir $(BIN)/pytest -q -p no:xdist -m e2e tests/e2e $(E2E_ARGS)
