@@ -251,7 +251,7 @@ def _render(audit: pod_audit.PodAudit, source: Source, env: Mapping[str, str], v
         summary.add_row("NCCL ring", "→".join(f"GPU{g}" for g in audit.placement.ring))
         summary.add_row("ring bottleneck", audit.bottleneck.token)
     summary.add_row("predicted bus bandwidth",
-                    "-" if audit.expected_busbw is None else f"{audit.expected_busbw:g} GB/s (prior per link level)")
+                    "-" if audit.expected_busbw is None else f"{audit.expected_busbw:g} GB/s (bandwidth model)")
     cpus = audit.cpu.process_cpus
     summary.add_row("process CPUs", "-" if cpus is None else f"{format_cpulist(cpus)} ({len(cpus)})"
                     + (f", NUMA {','.join(map(str, audit.cpu.process_numa))}" if audit.cpu.process_numa else ""))

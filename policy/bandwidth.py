@@ -1,24 +1,23 @@
-"""The one place that predicts the NCCL bus bandwidth of a GPU set.
+"""The one place the pod and NCCL audits get the NCCL bus bandwidth of a GPU set.
 
 Why one function: ``gputopo audit pod`` (what will this pod's ring reach?) and
 ``gputopo audit nccl`` (is this measured run far below what the GPUs allow?) must
-agree on the expectation, and the project is about to replace the crude per-level
-prior with a physical bandwidth model (NVLink rate by generation and link count, PCIe
-by generation and width, P2P unavailable, ...). Every caller goes through
-:func:`expected_busbw`, so the model swaps in here and nowhere else.
+agree on the expectation. Every caller goes through :func:`expected_busbw`.
 
-Today's model: the best ring through exactly these GPUs comes from
-:mod:`labeler.topology.placement` (never a second ring search), and its worst hop's
-prior bandwidth (:attr:`labeler.topology.links.Link.bandwidth_gbps`, GB/s per
-direction) is the bus bandwidth. That follows nccl-tests' own definition: all-reduce
-``busbw`` "should reflect the speed of the hardware bottleneck" and is per GPU and
-per direction (``NVIDIA/nccl-tests`` ``doc/PERFORMANCE.md``).
+The model is the project's bandwidth model, :func:`labeler.topology.busbw.busbw_gbps`
+(the one table with its sources, ``docs/bandwidth.md``): NVLink rate by generation and
+link count, PCIe by generation and width, P2P unavailable, host-memory and socket paths,
+unknown facts at conservative values. It predicts all-reduce ``busbw`` as nccl-tests
+defines it: "the speed of the hardware bottleneck", per GPU and per direction
+(``NVIDIA/nccl-tests`` ``doc/PERFORMANCE.md``). The ring itself still comes from
+:mod:`labeler.topology.placement` (never a second ring search).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from labeler.topology import busbw
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.placement import Placement, placer_for
@@ -47,9 +46,9 @@ def expected_busbw(topo: Topology, gpus: Sequence[int]) -> float | None:
 
     >>> from labeler.topology import smi_parser
     >>> t = smi_parser.parse("GPU0 GPU1 GPU2\\nGPU0 X NV4 SYS\\nGPU1 NV4 X SYS\\nGPU2 SYS SYS X\\n")
-    >>> expected_busbw(t, [0, 1]) == 4 * 20.0
-    True
-    >>> expected_busbw(t, [0, 1, 2])
+    >>> expected_busbw(t, [0, 1])  # NV4, generation unknown: the slowest with 4 links, 4 x 12
+    48.0
+    >>> expected_busbw(t, [0, 1, 2])  # SYS: the socket link of an unknown CPU
     6.0
     >>> expected_busbw(t, [1]) is None
     True
@@ -59,4 +58,4 @@ def expected_busbw(topo: Topology, gpus: Sequence[int]) -> float | None:
     placement = ring(topo, gpus)
     if placement is None or placement.bottleneck.level is LinkLevel.SELF:
         return None
-    return placement.bottleneck.bandwidth_gbps
+    return busbw.busbw_gbps(topo, placement.gpus)

@@ -1,21 +1,22 @@
-"""Predicted NCCL ring bandwidth of a GPU set: the ONE place the simulator turns links into GB/s.
+"""Predicted NCCL ring bandwidth of a GPU set: the ONE place the simulator turns GPU sets into GB/s.
 
-Why one function: the project's bandwidth model is today the per-level table
-:data:`labeler.topology.links.LEVEL_BANDWIDTH_GBPS` (``Link.bandwidth_gbps``,
-sources in ``shared/research/nccl-bandwidth.md``); a physical model replaces it
-in the placement-objective issue. Everything in the simulator that reports
-bandwidth calls :func:`ring_busbw_gbps`, so swapping the model is one edit here.
+Why one function: everything in the simulator that reports bandwidth calls
+:func:`ring_busbw_gbps`, which is the project's bandwidth model,
+:func:`labeler.topology.busbw.busbw_gbps` (the one table with its sources,
+``docs/bandwidth.md``): the predicted all-reduce ring busbw of exactly this set, from
+NVLink generation and link count, PCIe generation and width, P2P, host-memory and
+socket paths, unknown facts at conservative values.
 
-A ring's speed is set by its slowest hop (NCCL), so the prediction is the
-bandwidth of the bottleneck link of the best ring through exactly this set
-(:meth:`labeler.topology.placement.Placer.best` with the set as the free GPUs).
+:func:`ring_bottleneck` is the worst link of the best ring through exactly this set
+(:meth:`labeler.topology.placement.Placer.best` with the set as the free GPUs), which
+the simulator uses for its link-level metrics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labeler.topology import placement
+from labeler.topology import busbw, placement
 from labeler.topology.links import Link
 from labeler.topology.model import Topology
 
@@ -32,5 +33,4 @@ def ring_bottleneck(topo: Topology, gpu_indices: Sequence[int]) -> Link | None:
 
 def ring_busbw_gbps(topo: Topology, gpu_indices: Sequence[int]) -> float | None:
     """Predicted ring bus bandwidth in GB/s (None for fewer than 2 GPUs: no ring)."""
-    link = ring_bottleneck(topo, gpu_indices)
-    return None if link is None else link.bandwidth_gbps
+    return busbw.busbw_gbps(topo, gpu_indices)

@@ -9,9 +9,10 @@ rather than forming new levels.
 
 ``SOC`` is the pre-2017 spelling of ``SYS`` and reads as SYS.
 
-The one weights table, :data:`LEVEL_BANDWIDTH_GBPS`, holds per-level bandwidth
-priors (GB/s per direction, typical effective figures from
-`shared/research/nccl-bandwidth.md`) used for ranking and for human reports.
+What a link is worth in GB/s is not a property of its level alone (NVLink
+generation, PCIe generation and width, P2P support, the CPU all enter): the one
+bandwidth table is :mod:`labeler.topology.bandwidth`, and the prediction for a
+GPU set is :mod:`labeler.topology.busbw`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from dataclasses import dataclass
 
 __all__ = [
     "ISLAND_LEVELS",
-    "LEVEL_BANDWIDTH_GBPS",
     "SELF",
     "Link",
     "LinkLevel",
@@ -85,21 +85,6 @@ ISLAND_LEVELS: tuple[LinkLevel, ...] = (
     LinkLevel.SYS,
 )
 
-#: Bandwidth priors per level, GB/s per direction (effective, not line rate).
-#: NVLink is per link and multiplied by the link count. PCIe levels assume a
-#: Gen4 x16 path; PHB/NODE/SYS are bounded by the host's bridges and the
-#: socket interconnect (NCCL's own model: `PCI_BW` 12-24, `QPI_BW` 6-12).
-LEVEL_BANDWIDTH_GBPS: dict[LinkLevel, float] = {
-    LinkLevel.SELF: float("inf"),
-    LinkLevel.NVLINK: 20.0,
-    LinkLevel.PIX: 24.0,
-    LinkLevel.PXB: 22.0,
-    LinkLevel.PHB: 12.0,
-    LinkLevel.NODE: 10.0,
-    LinkLevel.SYS: 6.0,
-}
-
-
 @dataclass(frozen=True, slots=True, order=False)
 class Link:
     """One cell of the matrix: a level, plus the NVLink count for NVLink cells."""
@@ -125,12 +110,6 @@ class Link:
     def rank(self) -> tuple[int, int]:
         """Sort key, smaller is better: level first, then *more* NVLinks first."""
         return (int(self.level), -self.nvlinks)
-
-    @property
-    def bandwidth_gbps(self) -> float:
-        """Prior bandwidth per direction from :data:`LEVEL_BANDWIDTH_GBPS`."""
-        bw = LEVEL_BANDWIDTH_GBPS[self.level]
-        return bw * self.nvlinks if self.level is LinkLevel.NVLINK else bw
 
     def __str__(self) -> str:
         return self.token

@@ -126,8 +126,10 @@ def test_the_hand_built_cluster(api: FakeApiServer, kc: Path, capsys: pytest.Cap
     nccl = {x["node"]: x for x in doc["nccl"]}
     assert set(nccl) == {"l40s-050", "h100-050", "a100-03", "l40s-odd"}
     assert nccl["h100-050"]["command"] == "NCCL_DEBUG=INFO all_reduce_perf -b 8 -e 1G -f 2 -g 8"
-    # the one bandwidth seam's prior for the node's 8-GPU ring: NV18 x 20 GB/s; L40S SYS 6; A100 SYS 6
-    assert (nccl["h100-050"]["expected_busbw_gbps"], nccl["l40s-050"]["expected_busbw_gbps"]) == (360.0, 6.0)
+    # the bandwidth model (docs/bandwidth.md) through the one seam, for the node's 8-GPU ring:
+    # NV18, 18 x 20.6 GB/s (NVLink 4; the slowest generation with 18 links) = 370.8; L40S SYS: the
+    # socket link of an unknown CPU, 6
+    assert (nccl["h100-050"]["expected_busbw_gbps"], nccl["l40s-050"]["expected_busbw_gbps"]) == (370.8, 6.0)
     pods = {p["pod"]: p for p in doc["pods"]}
     assert pods["ml/train-a"] | {} == {"pod": "ml/train-a", "node": "l40s-000", "gpus": [0, 1, 4, 5], "level": "sys",
                                        "ring_bottleneck": "SYS", "best_level": "node", "spans_islands": True,

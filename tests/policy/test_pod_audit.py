@@ -9,8 +9,11 @@ Expected values are read off the corpus matrices by hand:
   island; GPU0's links to 1, 2, 3 are NV1, NV1, NV2, so every ring through 0-3 has an NV1 hop.
 - 010 (DGX A100): NV12 all-to-all, each GPU pair has two NICs at PXB.
 
-Predicted bandwidths are the current priors (GB/s per direction: NVLink 20 per link, NODE
-10, SYS 6) through policy.bandwidth.expected_busbw.
+Predicted bandwidths come from the bandwidth model (docs/bandwidth.md) through
+policy.bandwidth.expected_busbw, GB/s per direction. The corpus text carries no GPU facts, so
+they are the model's values for unknown facts: NVLink at the slowest generation that can have
+that many links (12 links: 20 per link; 1 link: 12), PCIe at Gen3 x16 (12; NODE goes through
+host memory at that rate), SYS at the socket link of an unknown CPU (6).
 """
 
 from __future__ import annotations
@@ -36,13 +39,13 @@ CPUS_0_7 = frozenset(range(8))
 # machine, GPUs, CPU mask, island, ring bottleneck token, expected busbw, alignment, finding codes that must appear
 CASES = [
     ("027", (0, 1), CPUS_0_7, "nvlink", "NV12", 240.0, Alignment.ALIGNED, {"ring-bottleneck", "nic-not-local"}),
-    ("027", (1, 2), CPUS_0_7, "node", "NODE", 10.0, Alignment.ALIGNED, {"ring-bottleneck", "tighter-set-exists"}),
+    ("027", (1, 2), CPUS_0_7, "node", "NODE", 12.0, Alignment.ALIGNED, {"ring-bottleneck", "tighter-set-exists"}),
     ("027", (0, 4), frozenset(range(64)), "sys", "SYS", 6.0, Alignment.MISALIGNED,
      {"socket-crossing", "cpu-misaligned", "tighter-set-exists"}),
     ("027", (0, 4), frozenset({0, 1, 64, 65}), "sys", "SYS", 6.0, Alignment.ALIGNED, {"socket-crossing"}),
     ("027", (0, 1), frozenset({0, 1, 64}), "nvlink", "NV12", 240.0, Alignment.PARTIAL, {"cpu-partial"}),
     ("005", (0, 5), CPUS_0_7, "nvlink", "SYS", 6.0, Alignment.MISALIGNED, {"socket-crossing"}),
-    ("005", (0, 1, 2, 3), CPUS_0_7, "nvlink", "NV1", 20.0, Alignment.ALIGNED, set()),
+    ("005", (0, 1, 2, 3), CPUS_0_7, "nvlink", "NV1", 12.0, Alignment.ALIGNED, set()),
     ("010", tuple(range(8)), frozenset(range(48, 64)), "nvlink", "NV12", 240.0, Alignment.MISALIGNED,
      {"cpu-misaligned"}),
 ]

@@ -51,7 +51,7 @@ def test_gputopo_takes_the_nvlink_pair_where_the_default_scheduler_spreads() -> 
                      whole_choice="device-plugin")
     (rec,) = res.records
     assert rec.node == 0 and rec.level == 1 and rec.cross_socket is False
-    assert rec.busbw_gbps == 240.0  # NV12 x 20 GB/s per link (LEVEL_BANDWIDTH_GBPS)
+    assert rec.busbw_gbps == 240.0  # NV12, generation unknown: the slowest with 12 links, 12 x 20 (docs/bandwidth.md)
     assert state.bindings["p2"].gpus in {(0, 1), (2, 3), (4, 5), (6, 7)}
 
 
