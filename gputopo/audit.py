@@ -28,6 +28,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from gputopo import guard
 from gputopo.guard import PipeSafeConsole as _Console
@@ -229,6 +230,7 @@ def _render(doc: dict[str, Any], topo: Topology, console: Console) -> None:
     for k, p in doc["best_placement"].items():
         best.add_row(k, ",".join(map(str, p["gpus"])), "→".join(map(str, p["ring"])), p["bottleneck"])
     console.print(best)
+    _render_bandwidth(doc["bandwidth"], console)
     lab = Table(title="Labels gputopo would publish", title_justify="left")
     lab.add_column("key")
     lab.add_column("value")
@@ -250,3 +252,21 @@ def _render(doc: dict[str, Any], topo: Topology, console: Console) -> None:
         console.print("[bold]Information[/bold]")
         for f in info:
             console.print(f"  - [{f['code']}] {f['message']}", markup=False)
+
+
+def _render_bandwidth(section: dict[str, Any], console: Console) -> None:
+    """Predicted NCCL bus bandwidth per island and best set (cells quote input: never rich markup)."""
+    head, rows, notes = report.bandwidth_table(section)
+    if not rows:
+        console.print("Predicted NCCL bus bandwidth: no set of two or more GPUs, no ring")
+        return
+    table = Table(title=f"Predicted NCCL bus bandwidth, {section['unit']} (docs/bandwidth.md)", title_justify="left")
+    for col in head:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
+    for line in notes:
+        console.print(f"  - {line}", markup=False)
+    for line in section["assumed"]:
+        console.print(f"  assumed: {line}", markup=False)

@@ -3,7 +3,7 @@
 Why a pure builder: ``gputopo audit`` prints it for people (rich tables) and as
 JSON for machines, and tests check the data, not the rendering. The JSON keys
 ``islands``, ``numa``, ``gpu_nic``, ``labels``, ``annotations``, ``warnings``,
-``info`` and ``findings`` are a stable contract (see ``docs/audit.md``).
+``info``, ``findings`` and ``bandwidth`` are a stable contract (see ``docs/audit.md``).
 
 Findings are grouped **per cause**: one line per pair of GPU groups (NUMA groups,
 P2P islands), never one per GPU pair, so an 8-GPU all-SYS box says two things,
@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from labeler.topology import islands, labels, nic_locality, node_findings, numa, serialize
+from labeler.topology import busbw, islands, labels, nic_locality, node_findings, numa, serialize
 from labeler.topology.findings import Finding, Severity, gpu_set, pairs_text
 from labeler.topology.links import ISLAND_LEVELS, LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.placement import placer_for
 
-__all__ = ["all_findings", "build", "findings", "gpu_set"]
+__all__ = ["all_findings", "bandwidth", "bandwidth_table", "build", "findings", "gpu_set"]
 
 WARN, INFO = Severity.WARNING, Severity.INFO
 #: codes a probe finding replaces (the probe saw the cause the matrix only implies)
@@ -202,6 +202,7 @@ def build(
             for g, gl in sorted(loc.items())
         },
         "best_placement": best,
+        "bandwidth": bandwidth(topo),
         "warnings": [f.message for f in found if f.is_warning],
         "info": [f.message for f in found if not f.is_warning],
         "findings": [f.as_dict() for f in found],
@@ -209,3 +210,85 @@ def build(
         "annotations": labels.encode_annotations(topo, prefix=prefix),
         "topology": serialize.to_dict(topo),
     }
+
+
+def _predicted(model: busbw.BandwidthModel, gpus: Sequence[int]) -> dict[str, Any]:
+    alone = model.predict(gpus)
+    ranked = model.predict(gpus, multi_node=True)
+    assert alone is not None and ranked is not None and ranked.network is not None  # two or more GPUs
+    return {
+        **alone.as_dict(),
+        "multi_node": {
+            "busbw_gbps": ranked.gbps,
+            "bottleneck": ranked.bottleneck.as_dict(),
+            "network": ranked.network.as_dict(),
+            "assumed": list(ranked.assumed),
+        },
+    }
+
+
+def bandwidth(topo: Topology) -> dict[str, Any]:
+    """Predicted NCCL ring bus bandwidth per island and per best k-GPU set (``docs/bandwidth.md``).
+
+    Islands: every distinct GPU set of two or more that is an island at some level, under the
+    tightest level it is one at. Best sets: the placer's choice for k = 2, 4, 8 … and the whole
+    node. Each entry carries the single-node prediction and, under ``multi_node``, what one
+    rank of a multi-node job on that set gets (capped by the network path).
+    """
+    model = busbw.model_for(topo)
+    placer = placer_for(topo)
+    per_level = islands.compute(topo)
+    seen: set[tuple[int, ...]] = set()
+    island_rows: list[dict[str, Any]] = []
+    for level in ISLAND_LEVELS:
+        for group in per_level[level]:
+            key = tuple(group)
+            if len(group) < 2 or key in seen:
+                continue
+            seen.add(key)
+            island_rows.append({"level": level.slug, **_predicted(model, group)})
+    n = len(topo.gpus)
+    ks = sorted({1 << i for i in range(1, n.bit_length()) if 1 << i <= n} | ({n} if n >= 2 else set()))
+    best: dict[str, Any] = {}
+    for k in ks:
+        placement = placer.best(topo.gpu_indices, k)
+        if placement is not None:
+            best[str(k)] = _predicted(model, placement.gpus)
+    entries = [*island_rows, *best.values()]
+    assumed = [a for e in entries for a in (*e["assumed"], *e["multi_node"]["assumed"])]
+    return {
+        "unit": "GB/s per GPU and direction (nccl-tests all_reduce busbw, ring)",
+        "islands": island_rows,
+        "best": best,
+        "assumed": list(dict.fromkeys(assumed)),
+    }
+
+
+def bandwidth_table(section: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
+    """:func:`bandwidth` for people: header, one row per island and best set, and the reasons.
+
+    The reasons are listed once each, naming the rows they apply to, so an 8-GPU board whose
+    islands share one bottleneck says it once.
+    """
+    head = ["set", "GPUs", "ring", "busbw", "bottleneck", "multi-node rank"]
+    rows: list[list[str]] = []
+    reasons: dict[str, list[str]] = {}
+    entries = [(f"island {e['level']}", e) for e in section["islands"]]
+    entries += [(f"best k={k}", e) for k, e in section["best"].items()]
+    for name, e in entries:
+        b, m = e["bottleneck"], e["multi_node"]
+        net = m["bottleneck"]["kind"] == "network"
+        rows.append([
+            name,
+            gpu_set(e["gpus"]),
+            "→".join(map(str, e["ring"])),
+            f"{e['busbw_gbps']:g}",
+            b["where"],
+            f"{m['busbw_gbps']:g}" + (" (network)" if net else ""),
+        ])
+        label = f"{name} {gpu_set(e['gpus'])}"
+        reasons.setdefault(f"{b['where']}: {b['why']}", []).append(label)
+        if net:
+            reasons.setdefault(f"multi-node: {m['bottleneck']['why']}", []).append(label)
+    notes = [f"{why} [{', '.join(names)}]" for why, names in reasons.items()]
+    return head, rows, notes

@@ -131,3 +131,34 @@ def test_findings_that_quote_the_input_are_printed_literally(tmp_path: Path) -> 
     res = run("audit", str(path))
     assert res.returncode == 0, res.stderr
     assert "NIC legend entry NIC0: '[/bold]x1' unreadable or cut; ignored" in res.stdout
+
+
+def test_audit_bandwidth_section_gb200_tray() -> None:
+    # corpus 038: GB200 tray, NV18 between all four GPUs, every NIC SYS; read from text, so the
+    # NVLink generation is unknown: 18 links -> NVLink 4 or 5, the slower: 18 x 20.6 = 370.8
+    res = run("audit", str(CORPUS / "038_gb200-tray-4gpu-nv18-8nics-gpunumaid-numeric.txt"), "--json")
+    assert res.returncode == 0, res.stderr
+    bw = json.loads(res.stdout)["bandwidth"]
+    assert set(bw) == {"unit", "islands", "best", "assumed"}
+    assert [(i["level"], i["gpus"]) for i in bw["islands"]] == [("nvlink", [0, 1, 2, 3])]
+    assert set(bw["best"]) == {"2", "4"}
+    four = bw["best"]["4"]
+    assert four["gpus"] == [0, 1, 2, 3] and four["busbw_gbps"] == 370.8 and four["ring_gbps"] == 370.8
+    assert four["bottleneck"]["kind"] == "hop" and four["bottleneck"]["where"] == "GPU0↔GPU1 NV18"
+    assert [h["transport"] for h in four["hops"]] == ["nvlink"] * 4
+    # a rank of a multi-node job: 8 NICs SYS (no GPUDirect RDMA), rate unknown (10 Gb/s each = 10),
+    # staged across the socket link of an unknown CPU (6): capped at 6
+    multi = four["multi_node"]
+    assert multi["busbw_gbps"] == 6.0 and multi["bottleneck"]["kind"] == "network"
+    assert multi["network"]["nics"] == [f"mlx5_{i}" for i in range(8)] and multi["network"]["gpudirect"] == []
+    assert four["explain"].startswith("ring 0→1→2→3, bottleneck GPU0↔GPU1 NV18, 370.8 GB/s (")
+    assert any("NVLink generation unknown" in a for a in bw["assumed"])
+
+
+def test_audit_text_shows_predicted_bandwidth() -> None:
+    res = run("audit", str(CORPUS / "049_rtx2080tix2-pix-numa1-autodl-container.txt"))
+    assert res.returncode == 0, res.stderr
+    flat = " ".join(res.stdout.split())
+    assert "Predicted NCCL bus bandwidth" in flat
+    # P2P unknown: via host memory, both streams on the switch uplink: Gen3 x16 (12) / 2 = 6
+    assert "PCIe switch above GPU0-1" in flat and "assumed: P2P status unknown" in flat
