@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_annotation_size.py
 	$(BIN)/python bench/bench_simulate.py
 	$(BIN)/python bench/bench_audit_cluster.py
+	$(BIN)/python bench/bench_bandwidth.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

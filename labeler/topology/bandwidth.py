@@ -46,10 +46,11 @@ __all__ = [
     "nvlink_per_link",
     "pcie",
     "socket",
+    "table_markdown",
 ]
 
-_TOPO_H = "NVIDIA/nccl src/graph/topo.h"
-_TOPO_CC = "NVIDIA/nccl src/graph/topo.cc"
+_TOPO_H = "NVIDIA/nccl src/graph/topo.h (master 5067397c)"
+_TOPO_CC = "NVIDIA/nccl src/graph/topo.cc (master 5067397c)"
 _RESEARCH = "shared/research/nccl-bandwidth.md"
 
 
@@ -69,8 +70,8 @@ class Rate:
 
 # -- NVLink, per link ---------------------------------------------------------------------------------
 _NV_SOURCE = (
-    f"{_TOPO_H} {{const}} (the per-link value NCCL's search uses; `ncclTopoNVLinkBw` picks it by compute "
-    "capability); line rate and links per GPU: " + _RESEARCH + " §1 {line}"
+    f"{_TOPO_H}: {{const}}, picked by compute capability in `ncclTopoNVLinkBw`; line rate and links per GPU: "
+    + _RESEARCH + " §1 {line}"
 )
 
 #: NVLink generations by key, each with NCCL's effective per-link rate and the links one GPU has.
@@ -330,6 +331,19 @@ def link_gbps(link: Link) -> float:
     if link.level is LinkLevel.SYS:
         return min(PCIE_UNKNOWN.gbps, SOCKET_UNKNOWN.gbps)
     return PCIE_UNKNOWN.gbps
+
+
+def table_markdown() -> str:
+    """:data:`TABLE` as the markdown table docs/bandwidth.md carries (a test keeps them equal)."""
+    lines = [
+        "| key | value GB/s | what | line rate GB/s | links per GPU | source |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in TABLE:
+        line = "–" if r.line_gbps is None else f"{r.line_gbps:g}"
+        links = "–" if r.max_links is None else str(r.max_links)
+        lines.append(f"| `{r.key}` | {r.gbps:g} | {r.name}: {r.what} | {line} | {links} | {r.source} |")
+    return "\n".join(lines) + "\n"
 
 
 def dedupe(items: Iterable[str]) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import bw_machines as m
 import factories
@@ -308,3 +309,8 @@ def test_unknown_link_inside_a_set_is_valued_as_sys() -> None:
     assert found.gbps == pytest.approx(6.0)
     assert any(h.link is None for h in found.hops)
     assert "GPU pair link unknown: valued as SYS" in found.assumed
+
+
+def test_docs_render_the_table() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "bandwidth.md").read_text(encoding="utf-8")
+    assert bandwidth.table_markdown() in doc
