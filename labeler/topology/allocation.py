@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from labeler.topology import bounded, limits
 from labeler.topology.errors import CodecError
 from labeler.topology.serialize import format_cpulist, parse_cpulist
 
@@ -60,21 +61,34 @@ def encode(state: AllocationState) -> str:
 
 
 def decode(value: str) -> AllocationState:
-    """Inverse of :func:`encode`; :class:`CodecError` for anything else."""
-    try:
-        doc = json.loads(value)
+    """Inverse of :func:`encode`; :class:`CodecError` for anything else or over a limit.
+
+    Limits (:mod:`labeler.topology.limits`): the value's size and JSON depth,
+    GPU indices up to ``MAX_GPU_INDEX``, at most ``MAX_GPUS`` used entries,
+    pod keys up to ``MAX_POD_KEY_CHARS``, a non-negative integer ``ts``.
+    """
+    doc = bounded.loads(value, what="allocation", max_chars=limits.MAX_ALLOCATION_JSON_CHARS)
+    with bounded.guard("malformed allocation"):
         if not isinstance(doc, dict) or doc.get("v") != _VERSION:
             raise CodecError(f"unsupported allocation format: {value[:80]!r}")
         used_raw = doc.get("used", {})
         if not isinstance(used_raw, dict):
             raise CodecError("allocation 'used' must be an object")
-        free = parse_cpulist(str(doc["free"]))
-        used = {int(k): str(v) for k, v in used_raw.items()}
+        if len(used_raw) > limits.MAX_GPUS:
+            raise CodecError(f"allocation 'used' names {len(used_raw)} GPUs, over the limit of {limits.MAX_GPUS}")
+        free_raw = bounded.check_str(doc["free"], what="allocation 'free'", max_chars=limits.MAX_ALLOCATION_JSON_CHARS)
+        free = parse_cpulist(free_raw, max_id=limits.MAX_GPU_INDEX)
+        used = {_gpu_key(k): bounded.check_str(v, what="allocation pod key", max_chars=limits.MAX_POD_KEY_CHARS)
+                for k, v in used_raw.items()}
         if free & used.keys():
             raise CodecError(f"GPUs both free and used: {sorted(free & used.keys())}")
         ts = doc.get("ts")
-        return AllocationState(free, used, None if ts is None else int(ts))
-    except CodecError:
-        raise
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise CodecError(f"malformed allocation annotation: {err}") from err
+        if ts is not None and (type(ts) is not int or not 0 <= ts < 1 << 63):
+            raise CodecError(f"allocation 'ts' must be unix seconds, got {str(ts)[:30]!r}")
+        return AllocationState(free, used, ts)
+
+
+def _gpu_key(key: str) -> int:
+    if not (key.isascii() and key.isdigit() and len(key) <= 4) or int(key) > limits.MAX_GPU_INDEX:
+        raise CodecError(f"allocation 'used' key {key[:20]!r} is not a GPU index")
+    return int(key)

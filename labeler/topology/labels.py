@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from labeler.topology import islands, nic_locality, numa, serialize
+from labeler.topology import bounded, islands, limits, nic_locality, numa, serialize
 from labeler.topology.errors import CodecError
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
@@ -334,10 +334,8 @@ def decode_topology(annotations: dict[str, str] | None, *, prefix: str = DEFAULT
     raw = (annotations or {}).get(prefix + ANNOTATION_TOPOLOGY)
     if raw is None:
         return None
-    try:
-        doc: Any = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise CodecError(f"topology annotation is not JSON: {err}") from err
+    # size and depth are checked before parsing (labeler.topology.limits)
+    doc: Any = bounded.loads(raw, what="topology annotation", max_chars=limits.MAX_TOPOLOGY_JSON_CHARS)
     if not isinstance(doc, dict):
         raise CodecError("topology annotation is not a JSON object")
     return serialize.from_dict(doc)

@@ -38,10 +38,10 @@ Format v1 (``"v": 1``, label schema v1) is the same model without the v2 facts,
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from labeler.topology import bounded, limits, validate
 from labeler.topology.errors import CodecError
 from labeler.topology.links import SELF, Link, parse_link_token
 from labeler.topology.model import P2P, Gpu, Nic, PcieLink, Topology
@@ -62,31 +62,17 @@ READABLE_VERSIONS = (1, 2)
 MAX_ENDPOINTS = 512
 UNKNOWN_TOKEN = "?"
 
-_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
 #: GPU keys that may move to ``common`` (never index/uuid/bus_id: they identify one GPU)
 _SHAREABLE = ("name", "cpu_affinity", "numa_affinity", "gpu_numa_id", "arch", "cc", "nvlink_version", "pcie", "mig")
 
 
-def parse_cpulist(text: str) -> frozenset[int]:
-    """Read a Linux cpulist (``"0-3,8,10-11"``) into a set.
+def parse_cpulist(text: str, *, max_id: int = limits.MAX_CPU_ID) -> frozenset[int]:
+    """Read a Linux cpulist (``"0-3,8,10-11"``) into a set; ``ValueError`` past ``max_id`` (bounded).
 
     >>> sorted(parse_cpulist("0-2,7"))
     [0, 1, 2, 7]
     """
-    out: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        m = _RANGE.fullmatch(part)
-        if not m:
-            raise ValueError(f"not a cpulist element: {part!r}")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise ValueError(f"descending range {part!r}")
-        out.update(range(lo, hi + 1))
-    return frozenset(out)
+    return bounded.cpulist(text, max_id=max_id)
 
 
 def format_cpulist(cpus: frozenset[int] | set[int]) -> str:
@@ -177,9 +163,15 @@ def dumps(topo: Topology) -> str:
 
 
 # -- decoding ------------------------------------------------------------------------------
-def _set_or_none(d: dict[str, Any], key: str) -> frozenset[int] | None:
+def _set_or_none(d: dict[str, Any], key: str, seen: dict[tuple[str, str], frozenset[int]]) -> frozenset[int] | None:
     v = d.get(key)
-    return None if v is None else parse_cpulist(_str(v, key))
+    if v is None:
+        return None
+    text = _str(v, key)
+    if (hit := seen.get((key, text))) is None:  # GPUs of one NUMA node share a list: decode (and hold) it once
+        max_id = limits.MAX_NUMA_ID if key == "numa_affinity" else limits.MAX_CPU_ID
+        hit = seen[key, text] = parse_cpulist(text, max_id=max_id)
+    return hit
 
 
 def _str(v: Any, what: str) -> str:
@@ -223,7 +215,7 @@ def _pcie(v: Any) -> PcieLink | None:
     return PcieLink(*items)
 
 
-def _gpu(d: dict[str, Any]) -> Gpu:
+def _gpu(d: dict[str, Any], seen: dict[tuple[str, str], frozenset[int]]) -> Gpu:
     index = _opt_int(d, "index")
     if index is None:
         raise CodecError("a GPU without index")
@@ -232,8 +224,8 @@ def _gpu(d: dict[str, Any]) -> Gpu:
         name=_opt_str(d, "name"),
         bus_id=_opt_str(d, "bus_id"),
         uuid=_opt_str(d, "uuid"),
-        cpu_affinity=_set_or_none(d, "cpu_affinity"),
-        numa_affinity=_set_or_none(d, "numa_affinity"),
+        cpu_affinity=_set_or_none(d, "cpu_affinity", seen),
+        numa_affinity=_set_or_none(d, "numa_affinity", seen),
         gpu_numa_id=_opt_int(d, "gpu_numa_id"),
         arch=_opt_str(d, "arch"),
         cc=_opt_str(d, "cc"),
@@ -287,7 +279,8 @@ def _from_v2(data: dict[str, Any]) -> Topology:
     n_gpu, n = len(gpu_docs), len(gpu_docs) + len(nic_docs)
     if n > MAX_ENDPOINTS:
         raise CodecError(f"{n} endpoints (at most {MAX_ENDPOINTS})")
-    gpus = [_gpu({**common, **_dict(g, "gpu")}) for g in gpu_docs]
+    seen: dict[tuple[str, str], frozenset[int]] = {}
+    gpus = [_gpu({**common, **_dict(g, "gpu")}, seen) for g in gpu_docs]
     nics = []
     for pos, raw in enumerate(nic_docs):
         d = _dict(raw, "nic")
@@ -313,14 +306,15 @@ def _from_v2(data: dict[str, Any]) -> Topology:
 
 
 def _from_v1(data: dict[str, Any]) -> Topology:
+    seen: dict[tuple[str, str], frozenset[int]] = {}
     gpus = [
         Gpu(
             index=int(g["index"]),
             name=g.get("name"),
             bus_id=g.get("bus_id"),
             uuid=g.get("uuid"),
-            cpu_affinity=_set_or_none(g, "cpu_affinity"),
-            numa_affinity=_set_or_none(g, "numa_affinity"),
+            cpu_affinity=_set_or_none(g, "cpu_affinity", seen),
+            numa_affinity=_set_or_none(g, "numa_affinity", seen),
             gpu_numa_id=None if g.get("gpu_numa_id") is None else int(g["gpu_numa_id"]),
         )
         for g in _list(data["gpus"], "gpus")
@@ -341,15 +335,24 @@ def _from_v1(data: dict[str, Any]) -> Topology:
 
 
 def from_dict(data: dict[str, Any]) -> Topology:
-    """Inverse of :func:`to_dict`, for format v2 and v1. Raises :class:`CodecError` on anything malformed."""
+    """Inverse of :func:`to_dict`, for format v2 and v1. Raises :class:`CodecError` on anything malformed.
+
+    Sizes, types and limits (:mod:`labeler.topology.limits`) are checked first
+    (:mod:`labeler.topology.validate`), so nothing below can blow up.
+    """
     try:
+        if not isinstance(data, dict):
+            raise CodecError("topology document is not a JSON object")
         version = data.get("v")
         if version == 2:
+            validate.check_topology_v2(data)
             return _from_v2(data)
         if version == 1:
+            validate.check_topology_v1(data)
             return _from_v1(data)
-        raise CodecError(f"unsupported topology format version {version!r} (this build reads {READABLE_VERSIONS})")
+        raise CodecError(f"unsupported topology format version {str(version)[:20]!r} "
+                         f"(this build reads {READABLE_VERSIONS})")
     except CodecError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CodecError(f"malformed topology document: {err}") from err
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError, MemoryError) as err:
+        raise CodecError(f"malformed topology document: {type(err).__name__}: {str(err)[:200]}") from err

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from labeler.topology import limits
 from labeler.topology.links import Link, parse_link_token
 
 __all__ = [
@@ -52,8 +53,10 @@ _COMMENT = re.compile(r"^(?:[ \t]*#+)+")
 #: 1024; anything larger is damage (e.g. two cells fused into ``64-950``... is
 #: still plausible, but ``48-710000`` is not), and refusing huge ranges also keeps
 #: a damaged cell from allocating a giant set.
-MAX_CPU_ID = 65535
-MAX_NUMA_ID = 4095
+MAX_CPU_ID = limits.MAX_CPU_ID
+MAX_NUMA_ID = limits.MAX_NUMA_ID
+#: header words read at most (endpoints + affinity columns): more is refused by the reader
+MAX_HEADER_ITEMS = limits.MAX_GPUS + limits.MAX_NICS + len(CANONICAL_AFFINITY)
 
 _FIXED = ("X", "PIX", "PXB", "PHB", "NODE", "SYS", "SOC")
 _IDLIST = re.compile(r"\d{1,6}(?:-\d{1,6})?(?:,\d{1,6}(?:-\d{1,6})?)*")
@@ -176,6 +179,7 @@ def parse_idlist(text: str, *, limit: int) -> frozenset[int] | None:
     if _IDLIST.fullmatch(text) is None:
         raise ValueError(f"not an id list: {text!r}")
     out: set[int] = set()
+    budget = limit + 1  # repeated ranges ("0-8191,0-8191,...") must not turn a short cell into a long loop
     for part in text.split(","):
         lo_s, _, hi_s = part.partition("-")
         lo = int(lo_s)
@@ -184,6 +188,9 @@ def parse_idlist(text: str, *, limit: int) -> frozenset[int] | None:
             raise ValueError(f"descending range {part!r}")
         if hi > limit:
             raise ValueError(f"id {hi} above {limit}")
+        budget -= hi - lo + 1
+        if budget < 0:
+            raise ValueError(f"id list expands to more than {limit + 1} ids")
         out.update(range(lo, hi + 1))
     return frozenset(out)
 
@@ -254,7 +261,7 @@ def scan_header(line: str, start: int = 0) -> tuple[list[HeaderItem], int]:
     items: list[HeaderItem] = []
     seen: set[str] = set()
     pos = start
-    while pos < len(line):
+    while pos < len(line) and len(items) <= MAX_HEADER_ITEMS:  # one more than allowed: the reader refuses it
         m = _HEADER_WORD.match(line, pos)
         if m is None or m.end() == pos:
             break

@@ -37,7 +37,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from labeler.topology import smi_cells
+from labeler.topology import limits, smi_cells
 from labeler.topology.errors import TopologyParseError
 from labeler.topology.links import SELF, Link, LinkLevel
 from labeler.topology.model import Gpu, Nic, Topology
@@ -104,6 +104,9 @@ class _Reader:
                 items, end = smi_cells.scan_header(line, m.start())
                 if not items or items[0].kind != "gpu":
                     continue
+                if len(items) > smi_cells.MAX_HEADER_ITEMS:
+                    raise self.fail(f"header has more than {smi_cells.MAX_HEADER_ITEMS} columns "
+                                    f"(limits: {limits.MAX_GPUS} GPUs, {limits.MAX_NICS} NICs)", li)
                 rest = line[end:]
                 names = {it.name for it in items}
                 nxt = _TOKEN.search(rest)
@@ -370,6 +373,9 @@ class _Reader:
         columns = header_eps + extra
         gpu_names = [n for n in header_eps if n.startswith("GPU")]
         nic_names = [n for n in columns if not n.startswith("GPU")]
+        if len(gpu_names) > limits.MAX_GPUS or len(nic_names) > limits.MAX_NICS:
+            raise self.fail(f"{len(gpu_names)} GPUs and {len(nic_names)} NICs: over the limits of "
+                            f"{limits.MAX_GPUS} GPUs and {limits.MAX_NICS} NICs per node", hline)
         order = gpu_names + nic_names
         pos = {name: i for i, name in enumerate(order)}
         indices = [int(n[3:]) for n in gpu_names]
@@ -497,4 +503,22 @@ def parse(text: str, *, source: str = "") -> Topology:
     ...     print(err.line, err.reason)
     2 row GPU0: cell 'NV4?' is not a link token
     """
+    _check_size(text)
     return _Reader(text, source).run()
+
+
+def _check_size(text: str) -> None:
+    """Refuse text over the size limits before reading any of it (:mod:`labeler.topology.limits`)."""
+    if len(text) > limits.MAX_SMI_CHARS:
+        raise TopologyParseError(f"text of {len(text)} characters is over the limit of {limits.MAX_SMI_CHARS}")
+    lines = text.count("\n") + 1
+    if lines > limits.MAX_SMI_LINES:
+        raise TopologyParseError(f"text of {lines} lines is over the limit of {limits.MAX_SMI_LINES}")
+    start = 0
+    for number in range(1, lines + 1):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        if end - start > limits.MAX_SMI_LINE_CHARS:
+            raise TopologyParseError(f"line of {end - start} characters is over the limit of "
+                                     f"{limits.MAX_SMI_LINE_CHARS}", line=number)
+        start = end + 1
