@@ -6,11 +6,21 @@ every pod (protocol README §7.7). The handlers read the bytes themselves
 (bounded, see below) and hand them to :class:`~extender.service.Service`,
 which decides the answer per the protocol.
 
-Body limit: ``Content-Length`` above ``max_body_bytes`` is answered **413**
-before reading anything; a chunked body is read incrementally and abandoned
-with 413 as soon as it passes the limit, so memory stays bounded. No answer
-ever contains a stack trace: unexpected exceptions become a generic message
-(filter: HTTP 200 + ``Error``; prioritize: 500) and are logged here.
+A narrow surface (``docs/reliability.md``):
+
+- **concurrency**: at most ``max_concurrent`` filter/prioritize requests are
+  handled at once; one more is answered **429** at once, before its body is
+  read (an ``ignorable`` extender then lets the scheduler go on topology-blind);
+- **body**: ``Content-Length`` above ``max_body_bytes`` is answered **413**
+  before reading anything; a chunked body is read incrementally and abandoned
+  with 413 as soon as it passes the limit; a body that does not arrive within
+  ``body_timeout`` seconds is answered **408**. Both close the connection;
+- **off the event loop**: decoding and deciding run in ``worker_threads``
+  threads, so a large or cold request never holds the loop that answers
+  ``/healthz`` and reads other requests;
+- no answer ever contains a stack trace: unexpected exceptions become a
+  generic message (filter: HTTP 200 + ``Error``; prioritize: 500) and are
+  logged here. (The service already isolates failures per node.)
 
 ``/bind`` and ``/preempt`` are not served (404): our scheduler config sets no
 ``bindVerb``/``preemptVerb``, and kube-scheduler never calls a verb that is
@@ -19,15 +29,16 @@ not configured (protocol README rule 4). A 404 makes a misconfiguration loud.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import socket
 from collections.abc import Callable
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
 
+from extender.server import listen_socket
 from extender.service import Answer, Service
 from extender.wire import encode_filter_result
 
@@ -39,28 +50,11 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON = "application/json"
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A bound TCP listening socket whose accepted connections get ``TCP_NODELAY``.
-
-    Why: asyncio sets ``TCP_NODELAY`` on accepted sockets only when the
-    listener's ``proto`` is ``IPPROTO_TCP``; a plain ``socket.socket()`` (what
-    uvicorn binds by default) has proto 0, so uvicorn's two writes per answer
-    (headers, then body) meet Nagle's algorithm and the client's delayed ACK:
-    +40 ms per request on Linux (measured, see docs/performance.md). Creating
-    the listener with ``IPPROTO_TCP`` fixes that for every accepted connection.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
-
-
 class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -70,11 +64,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
             pass  # let the server's own parser deal with a bad header
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    async with asyncio.timeout(timeout):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -83,29 +78,52 @@ def create_app(
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ready: Callable[[], bool] | None = None,
-    offload_bytes: int = 1024 * 1024,
+    max_concurrent: int = 64,
+    body_timeout: float = 30.0,
+    worker_threads: int = 2,
+    unsynced_seconds: Callable[[], float] | None = None,
 ) -> FastAPI:
     """Build the ASGI app around a :class:`Service`.
 
-    ``ready``: the readiness check (cached mode: informers synced).
-    ``offload_bytes``: bodies larger than this are handled in a worker thread
-    so a 15 MB NodeList does not stall ``/healthz`` on the event loop; small
-    bodies (cached mode) are handled inline, which is faster.
+    ``ready``: the readiness check (cached mode: informers synced and not stale).
+    ``unsynced_seconds``: for the metric of how long the cache has been failing.
     """
     app = FastAPI(title="gputopo scheduler extender", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = service.metrics
     metrics.synced.set(1 if ready is None or ready() else 0)
+    workers = anyio.CapacityLimiter(worker_threads)
+    inflight = 0
 
     async def run(verb: str, request: Request, handler: Callable[[bytes], Answer]) -> Response:
+        nonlocal inflight
+        if inflight >= max_concurrent:
+            metrics.refused.labels(verb, "too_many").inc()
+            msg = f"more than {max_concurrent} requests in flight; retry"
+            return JSONResponse({"error": msg}, status_code=429, headers={"Retry-After": "1", "Connection": "close"})
+        inflight += 1
+        metrics.inflight.set(inflight)
         try:
-            body = await _read_body(request, max_body_bytes)
+            return await _handle(verb, request, handler)
+        finally:
+            inflight -= 1
+            metrics.inflight.set(inflight)
+
+    async def _handle(verb: str, request: Request, handler: Callable[[bytes], Answer]) -> Response:
+        try:
+            body = await _read_body(request, max_body_bytes, body_timeout)
         except _TooLarge:
             metrics.requests.labels(verb, "too_large").inc()
+            metrics.refused.labels(verb, "too_large").inc()
             log.warning("%s: request body over %d bytes refused (413)", verb, max_body_bytes)
             msg = f"request body larger than {max_body_bytes} bytes"
             return JSONResponse({"error": msg}, status_code=413, headers={"Connection": "close"})
+        except TimeoutError:
+            metrics.refused.labels(verb, "timeout").inc()
+            log.warning("%s: request body not received within %.0fs (408)", verb, body_timeout)
+            msg = f"request body not received within {body_timeout:.0f}s"
+            return JSONResponse({"error": msg}, status_code=408, headers={"Connection": "close"})
         try:
-            answer = await run_in_threadpool(handler, body) if len(body) > offload_bytes else handler(body)
+            answer = await anyio.to_thread.run_sync(handler, body, limiter=workers)
         except Exception:  # the scheduler must never see a traceback
             log.exception("%s: internal error", verb)
             metrics.requests.labels(verb, "error").inc()
@@ -133,13 +151,15 @@ def create_app(
     async def readyz() -> Response:
         ok = ready is None or ready()
         metrics.synced.set(1 if ok else 0)
-        return Response("ok\n" if ok else "informers not synced\n", status_code=200 if ok else 503,
-                        media_type="text/plain")
+        return Response("ok\n" if ok else "informers not synced, or failing for too long\n",
+                        status_code=200 if ok else 503, media_type="text/plain")
 
     @app.get("/metrics")
     async def metrics_() -> Response:
         if ready is not None:
             metrics.synced.set(1 if ready() else 0)
+        if unsynced_seconds is not None:
+            metrics.cache_age.set(unsynced_seconds())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -31,6 +31,22 @@ Only the allocation string is kept per ConfigMap (one per node).
 Pods bound but not yet in the agent's allocation annotation are counted
 against the node's free GPUs (see :func:`extender.nodes.apply_pending`: an
 estimate assuming the device plugin takes the Placer's best set).
+
+Damaged objects (docs/reliability.md). Every object is handled on its own: an
+object whose data cannot be read, or makes our code fail, is skipped or fails
+open *for that node* and is counted in ``gputopo_extender_bad_objects_total``;
+it never aborts a list, an event or a refresh, so it can never make an
+informer relist in a loop or keep a restarted extender from becoming ready.
+An allocation ConfigMap is used only when its name is the one its node's agent
+would write (:func:`labeler.topology.carrier.claimed_node`).
+
+Relists build the new node view in a fresh dict and swap it in with one
+assignment, so requests (which never take the lock) see the old view or the
+new one, never half of each. Failing lists/watches, and watches that end at
+once, back off exponentially with jitter (``backoff_seconds`` doubling up to
+``max_backoff_seconds``). Each reflector records since when it has been failing;
+``ClusterCache.ready`` turns false (``/readyz`` 503) when that exceeds the
+staleness threshold.
 """
 
 from __future__ import annotations
@@ -38,6 +54,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import random
 import sys
 import threading
 import time
@@ -51,7 +68,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from extender import workload as wl
 from extender.metrics import Metrics
-from extender.nodes import NodeFacts, TopologyRegistry, facts_from_parts
+from extender.nodes import NodeFacts, TopologyRegistry, broken, facts_from_parts
 from extender.scoring import Siblings
 from labeler.topology import allocation, carrier, labels
 
@@ -82,6 +99,8 @@ class Reflector:
         watch_timeout_seconds: int = 300,
         resync_seconds: float = 600.0,
         backoff_seconds: float = 1.0,
+        max_backoff_seconds: float = 30.0,
+        min_watch_seconds: float = 1.0,
         request_timeout_seconds: float = 30.0,
     ) -> None:
         self.kind = kind
@@ -94,9 +113,14 @@ class Reflector:
         self._watch_timeout = watch_timeout_seconds
         self._resync = resync_seconds
         self._backoff = backoff_seconds
+        self._max_backoff = max_backoff_seconds
+        self._min_watch = min_watch_seconds
         self._req_timeout = request_timeout_seconds
         self.synced = threading.Event()
         self.lists = 0
+        self.watches = 0
+        #: monotonic time since which lists/watches have been failing (None: in sync)
+        self.failing_since: float | None = None
         self._resp: Any = None  # the open watch response, so `interrupt` can cut it
 
     def interrupt(self) -> None:
@@ -112,27 +136,54 @@ class Reflector:
             except Exception as err:  # best effort: the loop also checks the stop event
                 log.debug("%s: interrupting the watch failed: %s", self.kind, err)
 
+    def delay(self, attempt: int) -> float:
+        """Exponential backoff with jitter: ``backoff · 2^(attempt-1)``, capped, times 0.5-1.0."""
+        base: float = min(self._max_backoff, self._backoff * 2.0 ** min(attempt - 1, 30))
+        return base * random.uniform(0.5, 1.0)
+
+    def _failing(self) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+
     def run(self) -> None:
+        failures = 0  # consecutive failed lists/watches (and 410s right after a list)
         while not self._stop.is_set():
+            listed_at = time.monotonic()
             try:
                 rv = self._list()
                 deadline = time.monotonic() + self._resync
+                short = 0  # consecutive watches that ended at once with nothing in them
                 while not self._stop.is_set():
                     left = deadline - time.monotonic()
                     if left <= 0:
                         self._metrics.watch_restarts.labels(self.kind, "resync").inc()
                         break
-                    rv = self._watch(rv, max(1, min(self._watch_timeout, int(left))))
-                    self._metrics.watch_restarts.labels(self.kind, "timeout").inc()
+                    timeout = max(1, min(self._watch_timeout, int(left)))
+                    started = time.monotonic()
+                    rv, events = self._watch(rv, timeout)
+                    failures = 0
+                    if events == 0 and time.monotonic() - started < min(self._min_watch, timeout / 2):
+                        short += 1
+                        self._metrics.watch_restarts.labels(self.kind, "short").inc()
+                        self._stop.wait(self.delay(short))
+                    else:
+                        short = 0
+                        self._metrics.watch_restarts.labels(self.kind, "timeout").inc()
             except _Gone:
                 log.info("%s watch: resourceVersion expired (410 Gone); relisting", self.kind)
                 self._metrics.watch_restarts.labels(self.kind, "gone").inc()
-            except Exception as err:  # network, API or decode errors: back off and relist
+                if time.monotonic() - listed_at < self._min_watch:  # 410 right after a list: back off too
+                    failures += 1
+                    self._stop.wait(self.delay(failures))
+            except Exception as err:  # network, API or stream errors: back off and relist
                 if self._stop.is_set():
                     break
-                log.warning("%s list/watch failed: %s; relisting in %.1fs", self.kind, err, self._backoff)
+                self._failing()
+                failures += 1
+                wait = self.delay(failures)
+                log.warning("%s list/watch failed: %s; relisting in %.1fs", self.kind, str(err)[:300], wait)
                 self._metrics.watch_restarts.labels(self.kind, "error").inc()
-                self._stop.wait(self._backoff)
+                self._stop.wait(wait)
 
     def _list(self) -> str:
         items: list[dict[str, Any]] = []
@@ -148,18 +199,25 @@ class Reflector:
                 doc = json.loads(resp.data)
             finally:
                 resp.release_conn()
-            items.extend(i for i in doc.get("items") or [] if isinstance(i, dict))
-            meta = doc.get("metadata") or {}
-            rv = str(meta.get("resourceVersion") or rv)
+            if not isinstance(doc, dict):
+                raise RuntimeError(f"{self.kind} list: answer is not a JSON object")
+            raw = doc.get("items")
+            if isinstance(raw, list):
+                items.extend(i for i in raw if isinstance(i, dict))
+            meta = _map(doc.get("metadata"))
+            rv = str(meta.get("resourceVersion") or rv)[:64]
             cont = meta.get("continue") or None
             if not cont:
                 break
-        self._on_replace(items)
+            cont = str(cont)
+        self._on_replace(items)  # never raises for one object's sake (see ClusterCache)
         self.lists += 1
+        self.failing_since = None
         self.synced.set()
         return rv
 
-    def _watch(self, rv: str, timeout: int) -> str:
+    def _watch(self, rv: str, timeout: int) -> tuple[str, int]:
+        """Watch from ``rv`` until the server ends it; return the last resourceVersion and the event count."""
         try:
             resp = self._list_fn(
                 watch=True,
@@ -174,30 +232,39 @@ class Reflector:
                 raise _Gone from err
             raise
         self._resp = resp
+        self.watches += 1
+        self.failing_since = None  # the API server answered: we are in sync from here on
+        events = 0
         try:
             if self._stop.is_set():  # stop() came while the request was being made
-                return rv
+                return rv, events
             for line in iter_resp_lines(resp):
                 if self._stop.is_set():
                     break
                 if not line:
                     continue
-                event = json.loads(line)
-                etype, obj = event.get("type"), event.get("object") or {}
+                event = json.loads(line)  # a stream that is not JSON lines is broken: relist (backoff)
+                obj = event.get("object") if isinstance(event, dict) else None
+                if not isinstance(obj, dict):
+                    self._metrics.bad_objects.labels(self.kind, "bad_event").inc()
+                    continue
+                etype = event.get("type")
+                events += 1
                 if etype == "ERROR":
                     if obj.get("code") == 410:
                         raise _Gone
-                    raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
-                new_rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    raise RuntimeError(f"watch error {str(obj.get('code'))[:8]}: {str(obj.get('message'))[:200]}")
+                meta = obj.get("metadata")
+                new_rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
                 if etype in ("ADDED", "MODIFIED", "DELETED"):
-                    self._on_event(etype, obj)
+                    self._on_event(etype, obj)  # never raises for one object's sake (see ClusterCache)
                 if new_rv:
-                    rv = str(new_rv)
+                    rv = str(new_rv)[:64]
         finally:
             self._resp = None
             resp.close()
             resp.release_conn()
-        return rv
+        return rv, events
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +277,15 @@ class PodRecord:
     gpus: int
     created: str
     job: wl.JobKey | None
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str:
+    """A name-like field: a string of at most 253 characters, else ``""``."""
+    return value if isinstance(value, str) and len(value) <= 253 else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +325,8 @@ class ClusterCache:
         self._pods: dict[str, PodRecord] = {}
         self._pods_by_node: dict[str, dict[str, PodRecord]] = {}
         self._jobs: dict[wl.JobKey, dict[str, str]] = {}  # job → {pod uid: node}
-        self._facts: dict[str, NodeFacts] = {}  # mutated in place only, never rebound (see `facts`)
-        #: ClusterView.facts: the dict's own ``get`` (the request loop calls it once per node)
+        self._facts: dict[str, NodeFacts] = {}  # per-node updates in place; relists swap a new dict in
+        #: ClusterView.facts: the current dict's own ``get`` (a request reads it once, then calls it per node)
         self.facts: Callable[[str], NodeFacts | None] = self._facts.get
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -260,7 +336,18 @@ class ClusterCache:
     # -- ClusterView ------------------------------------------------------------------------
     @property
     def synced(self) -> bool:
+        """Every informer completed its first list (sticky: stays true while they retry)."""
         return bool(self.reflectors) and all(r.synced.is_set() for r in self.reflectors)
+
+    def unsynced_seconds(self) -> float:
+        """How long the informer failing longest has been failing (0 when all are in sync)."""
+        now = time.monotonic()
+        ages = [now - r.failing_since for r in self.reflectors if r.failing_since is not None]
+        return max(ages, default=0.0)
+
+    def ready(self, stale_after: float) -> bool:
+        """Synced, and no informer has been failing for more than ``stale_after`` seconds."""
+        return self.synced and self.unsynced_seconds() <= stale_after
 
     def siblings(self, workload: wl.Workload) -> Siblings | None:
         """Where the job's other bound pods run, summarised by locality label (majority)."""
@@ -281,65 +368,109 @@ class ClusterCache:
 
     # -- informer callbacks -------------------------------------------------------------------
     def _node_record(self, obj: Mapping[str, Any]) -> tuple[str, _NodeRecord]:
-        meta = obj.get("metadata") or {}
-        raw_labels = meta.get("labels") or {}
-        raw_ann = meta.get("annotations") or {}
+        meta = _map(obj.get("metadata"))
+        raw_labels = _map(meta.get("labels"))
+        raw_ann = _map(meta.get("annotations"))
         kept = {
             k: sys.intern(v)
             for k, v in raw_labels.items()
-            if isinstance(v, str) and (k.startswith(self.prefix) or k in self._keep_labels)
+            if isinstance(k, str) and isinstance(v, str) and (k.startswith(self.prefix) or k in self._keep_labels)
         }
         ann = {k: sys.intern(v) for k in self._ann_keys if isinstance(v := raw_ann.get(k), str)}
-        return str(meta.get("name") or ""), _NodeRecord(kept, ann)
+        name = meta.get("name")
+        return (name if isinstance(name, str) else ""), _NodeRecord(kept, ann)
 
     def _pod_record(self, obj: Mapping[str, Any]) -> PodRecord | None:
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
+        spec = _map(obj.get("spec"))
+        status = _map(obj.get("status"))
         node = spec.get("nodeName")
-        if not node or status.get("phase") in ("Succeeded", "Failed"):
+        if not isinstance(node, str) or not node or status.get("phase") in ("Succeeded", "Failed"):
             return None
         gpus = wl.gpu_request(obj, self.resource)
         if gpus <= 0:
             return None
-        meta = obj.get("metadata") or {}
-        ns = str(meta.get("namespace") or "default")
-        job, _ = wl.job_key(ns, meta.get("labels") or {})
-        return PodRecord(str(meta.get("uid") or f"{ns}/{meta.get('name')}"), f"{ns}/{meta.get('name')}",
-                         str(node), gpus, str(meta.get("creationTimestamp") or ""), job)
+        meta = _map(obj.get("metadata"))
+        ns, name, uid = _text(meta.get("namespace")) or "default", _text(meta.get("name")), _text(meta.get("uid"))
+        job, _ = wl.job_key(ns, _map(meta.get("labels")))
+        return PodRecord(uid or f"{ns}/{name}", f"{ns}/{name}", node, gpus,
+                         _text(meta.get("creationTimestamp")), job)
 
-    def _refresh(self, name: str) -> None:
+    def _facts_for(self, name: str) -> NodeFacts | None:
+        """The node's facts from what the informers hold; one node's damage stays with it."""
         rec = self._nodes.get(name)
         if rec is None:
+            return None
+        try:
+            pods = sorted(self._pods_by_node.get(name, {}).values(), key=lambda p: (p.created, p.key))
+            annotations = rec.annotations
+            from_cm = self._cm_alloc.get(name)
+            if from_cm is not None:  # the ConfigMap carrier wins over a (possibly stale) Node annotation
+                annotations = {**annotations, self._alloc_key: from_cm}
+            facts = facts_from_parts(
+                name,
+                rec.labels,
+                annotations,
+                prefix=self.prefix,
+                locality_keys=self.locality_keys,
+                registry=self.registry,
+                used_extra=[(p.key, p.gpus) for p in pods],
+                allocation_max_age_s=self.allocation_max_age_s,
+            )
+        except Exception as err:  # our bug meets this node's data: it alone fails open
+            log.exception("node %s: internal error while reading it; it fails open", name[:253])
+            self.metrics.bad_objects.labels("nodes", "internal").inc()
+            return broken(name, err)
+        if facts.fail_reason is not None and facts.fail_reason.startswith("undecodable"):
+            self.metrics.bad_objects.labels("nodes", facts.fail_reason).inc()
+        return facts
+
+    def _refresh(self, name: str) -> None:
+        facts = self._facts_for(name)
+        if facts is None:
             self._facts.pop(name, None)
-            return
-        pods = sorted(self._pods_by_node.get(name, {}).values(), key=lambda p: (p.created, p.key))
-        annotations = rec.annotations
-        from_cm = self._cm_alloc.get(name)
-        if from_cm is not None:  # the ConfigMap carrier wins over a (possibly stale) Node annotation
-            annotations = {**annotations, self._alloc_key: from_cm}
-        self._facts[name] = facts_from_parts(
-            name,
-            rec.labels,
-            annotations,
-            prefix=self.prefix,
-            locality_keys=self.locality_keys,
-            registry=self.registry,
-            used_extra=[(p.key, p.gpus) for p in pods],
-            allocation_max_age_s=self.allocation_max_age_s,
-        )
+        else:
+            self._facts[name] = facts
+
+    def _swap_facts(self, new: dict[str, NodeFacts]) -> None:
+        """Publish a whole new view at once: requests see the old dict or the new one, never a mix."""
+        self._facts = new
+        self.facts = new.get
+
+    def _each(self, kind: str, items: list[dict[str, Any]], fn: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``fn`` to every object; one that raises is counted and skipped, the others go on."""
+        for obj in items:
+            try:
+                fn(obj)
+            except Exception:
+                log.exception("%s: skipping one object that could not be read", kind)
+                self.metrics.bad_objects.labels(kind, "unreadable").inc()
 
     def replace_nodes(self, items: list[dict[str, Any]]) -> None:
         with self._lock:
-            self._nodes = dict(self._node_record(o) for o in items)
-            for gone in set(self._facts) - set(self._nodes):
-                self._facts.pop(gone, None)
-            for name in self._nodes:
-                self._refresh(name)
+            nodes: dict[str, _NodeRecord] = {}
+
+            def add(obj: dict[str, Any]) -> None:
+                name, rec = self._node_record(obj)
+                if name:
+                    nodes[name] = rec
+
+            self._each("nodes", items, add)
+            self._nodes = nodes
+            # built off the request path, then swapped in whole
+            self._swap_facts({name: f for name in nodes if (f := self._facts_for(name)) is not None})
             self.metrics.cache_objects.labels("nodes").set(len(self._nodes))
 
     def node_event(self, etype: str, obj: dict[str, Any]) -> None:
         with self._lock:
-            name, rec = self._node_record(obj)
+            try:
+                name, rec = self._node_record(obj)
+            except Exception:
+                log.exception("nodes: skipping one event that could not be read")
+                self.metrics.bad_objects.labels("nodes", "unreadable").inc()
+                return
+            if not name:
+                self.metrics.bad_objects.labels("nodes", "no_name").inc()
+                return
             if etype == "DELETED":
                 self._nodes.pop(name, None)
             else:
@@ -372,21 +503,43 @@ class ClusterCache:
         with self._lock:
             touched = set(self._pods_by_node)
             self._pods, self._pods_by_node, self._jobs = {}, {}, {}
-            for o in items:
-                rec = self._pod_record(o)
+
+            def add(obj: dict[str, Any]) -> None:
+                rec = self._pod_record(obj)
                 if rec is not None:
                     self._add_pod(rec)
-            for name in touched | set(self._pods_by_node):
-                self._refresh(name)
+
+            self._each("pods", items, add)
+            self._refresh_many(touched | set(self._pods_by_node))
             self.metrics.cache_objects.labels("pods").set(len(self._pods))
+
+    def _refresh_many(self, names: set[str]) -> None:
+        """Refresh many nodes: a new view swapped in at once when many change (a relist)."""
+        if len(names) < 64:
+            for name in names:
+                self._refresh(name)
+            return
+        new = dict(self._facts)
+        for name in names:
+            facts = self._facts_for(name)
+            if facts is None:
+                new.pop(name, None)
+            else:
+                new[name] = facts
+        self._swap_facts(new)
 
     def pod_event(self, etype: str, obj: dict[str, Any]) -> None:
         with self._lock:
-            meta = obj.get("metadata") or {}
-            uid = str(meta.get("uid") or f"{meta.get('namespace') or 'default'}/{meta.get('name')}")
+            meta = _map(obj.get("metadata"))
+            uid = _text(meta.get("uid")) or f"{_text(meta.get('namespace')) or 'default'}/{_text(meta.get('name'))}"
             touched = {self._remove_pod(uid)}
             if etype != "DELETED":
-                rec = self._pod_record(obj)
+                try:
+                    rec = self._pod_record(obj)
+                except Exception:
+                    log.exception("pods: skipping one event that could not be read")
+                    self.metrics.bad_objects.labels("pods", "unreadable").inc()
+                    rec = None
                 if rec is not None:
                     self._add_pod(rec)
                     touched.add(rec.node)
@@ -395,30 +548,43 @@ class ClusterCache:
                     self._refresh(name)
             self.metrics.cache_objects.labels("pods").set(len(self._pods))
 
-    @staticmethod
-    def _cm_entry(obj: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
-        """``(ConfigMap name, node, allocation value)`` of one of our ConfigMaps."""
-        meta = obj.get("metadata") or {}
-        data = obj.get("data") or {}
-        value = data.get(carrier.DATA_KEY) if isinstance(data, dict) else None
-        return str(meta.get("name") or ""), carrier.node_of(obj), value if isinstance(value, str) else None
+    def _cm_entry(self, obj: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
+        """``(ConfigMap name, node, allocation value)`` of one of our ConfigMaps; node None when refused."""
+        meta = _map(obj.get("metadata"))
+        data = _map(obj.get("data"))
+        value = data.get(carrier.DATA_KEY)
+        cm = _text(meta.get("name"))
+        node = carrier.claimed_node(obj)
+        if node is None and carrier.node_of(obj) is not None:
+            # names another node than its own name does: an agent speaking for a neighbour
+            self.metrics.bad_objects.labels("configmaps", "foreign_node").inc()
+            log.warning("configmap %s names node %r, which its name does not; ignored", cm,
+                        str(carrier.node_of(obj))[:253])
+        return cm, node, value if isinstance(value, str) else None
 
     def replace_configmaps(self, items: list[dict[str, Any]]) -> None:
         with self._lock:
             touched = set(self._cm_alloc)
             self._cm_alloc, self._cm_node = {}, {}
-            for o in items:
-                cm, node, value = self._cm_entry(o)
+
+            def add(obj: dict[str, Any]) -> None:
+                cm, node, value = self._cm_entry(obj)
                 if node is not None and value is not None:
                     self._cm_node[cm] = node
                     self._cm_alloc[node] = value
-            for name in touched | set(self._cm_alloc):
-                self._refresh(name)
+
+            self._each("configmaps", items, add)
+            self._refresh_many(touched | set(self._cm_alloc))
             self.metrics.cache_objects.labels("configmaps").set(len(self._cm_alloc))
 
     def configmap_event(self, etype: str, obj: dict[str, Any]) -> None:
         with self._lock:
-            cm, node, value = self._cm_entry(obj)
+            try:
+                cm, node, value = self._cm_entry(obj)
+            except Exception:
+                log.exception("configmaps: skipping one event that could not be read")
+                self.metrics.bad_objects.labels("configmaps", "unreadable").inc()
+                return
             touched = set()
             old = self._cm_node.pop(cm, None)
             if old is not None:

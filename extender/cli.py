@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from typing import Any
 
 from extender.settings import ExtenderSettings, load
@@ -40,13 +41,35 @@ def _parser() -> argparse.ArgumentParser:
                    help="node label that groups nodes for job affinity, repeatable "
                    "(default topology.kubernetes.io/zone, topology.gputopo.io/rack, nvidia.com/gpu.clique)")
     p.add_argument("--resource", help="extended resource name (default nvidia.com/gpu)")
-    p.add_argument("--max-body-bytes", type=int, help="refuse larger request bodies with 413 (default 64 MiB)")
+    p.add_argument("--max-body-bytes", type=int,
+                   help="refuse larger request bodies with 413 (default 64 MiB stateless, 8 MiB cached)")
+    p.add_argument("--max-concurrent-requests", type=int,
+                   help="filter/prioritize requests handled at once; more get 429 (default 4 stateless, 64 cached)")
+    p.add_argument("--max-connections", type=int, help="open connections; requests beyond get 503 (default 4096)")
+    p.add_argument("--worker-threads", type=int, help="threads that run filter/prioritize off the event loop (2)")
+    p.add_argument("--header-timeout-seconds", type=float,
+                   help="close a connection whose request head is not complete in this time (default 10)")
+    p.add_argument("--body-timeout-seconds", type=float, help="answer 408 to a body not received in time (30)")
+    p.add_argument("--idle-timeout-seconds", type=float, help="close idle keep-alive connections after (120)")
+    p.add_argument("--accept-node-objects", action="store_const", const=True, default=None,
+                   help="cached mode: decode the labels/annotations of Node objects in Nodes requests "
+                   "(default: look them up by name in the informer cache)")
+    p.add_argument("--tls-cert-file", help="serve HTTPS with this PEM certificate (chain)")
+    p.add_argument("--tls-key-file", help="the PEM private key of --tls-cert-file")
+    p.add_argument("--tls-client-ca-file",
+                   help="require client certificates signed by this PEM CA bundle (mutual TLS)")
     p.add_argument("--kubeconfig", help="kubeconfig file for cached mode (default: in-cluster config)")
     p.add_argument("--resync-seconds", type=float, help="cached mode: full relist period (default 600)")
     p.add_argument("--watch-timeout-seconds", type=int, help="cached mode: server-side watch timeout (default 300)")
     p.add_argument("--page-size", type=int, help="cached mode: list page size (default 500)")
     p.add_argument("--sync-timeout-seconds", type=float,
-                   help="cached mode: wait this long for the first list before serving (default 60)")
+                   help="cached mode: warn when the first list takes longer (default 60; the server "
+                   "listens at once, /readyz is 503 until then)")
+    p.add_argument("--stale-seconds", type=float,
+                   help="cached mode: /readyz turns 503 when an informer has been failing this long (default 120)")
+    p.add_argument("--backoff-seconds", type=float,
+                   help="cached mode: first retry delay of a failing list/watch, doubling with jitter (default 1)")
+    p.add_argument("--max-backoff-seconds", type=float, help="cached mode: the largest retry delay (default 30)")
     p.add_argument("--allocation-namespace",
                    help="cached mode: namespace of the agents' allocation ConfigMaps (default gputopo-system)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -63,6 +86,8 @@ def _flatten(values: list[str] | None) -> list[str] | None:
 def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, Any]:
     """The ASGI app and (cached mode) the started :class:`~extender.cache.ClusterCache`.
 
+    Nothing here waits for the informers: the server listens at once, ``/healthz``
+    answers from the start and ``/readyz`` turns 200 after the first sync.
     ``core_v1``: a ``kubernetes.client.CoreV1Api``; built from ``--kubeconfig``
     or the in-cluster config when not given.
     """
@@ -78,13 +103,19 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
         scorer=resolve(settings.strategies),
         resource=settings.resource,
         allocation_max_age_s=settings.allocation_max_age_seconds,
+        decode_node_objects=settings.mode == "stateless" or settings.accept_node_objects,
     )
+    app_options: dict[str, Any] = {
+        "max_body_bytes": settings.body_limit,
+        "max_concurrent": settings.concurrency_limit,
+        "body_timeout": settings.body_timeout_seconds,
+        "worker_threads": settings.worker_threads,
+    }
+    service = Service(config, metrics=metrics)
     if settings.mode == "stateless":
-        service = Service(config, metrics=metrics)
-        return create_app(service, max_body_bytes=settings.max_body_bytes), None
+        return create_app(service, **app_options), None
     from extender.cache import ClusterCache
 
-    service = Service(config, metrics=metrics)
     cache = ClusterCache(prefix=settings.prefix, locality_keys=settings.locality_keys,
                          registry=service.topologies, metrics=metrics, resource=settings.resource,
                          allocation_namespace=settings.allocation_namespace,
@@ -100,12 +131,22 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
             kconfig.load_incluster_config()
         core_v1 = client.CoreV1Api()
     cache.start(core_v1, page_size=settings.page_size, watch_timeout_seconds=settings.watch_timeout_seconds,
-                resync_seconds=settings.resync_seconds)
-    if not cache.wait_synced(settings.sync_timeout_seconds):
-        log.warning("informers not synced after %.0fs; serving (fail open) and /readyz stays 503",
-                    settings.sync_timeout_seconds)
-    app = create_app(service, max_body_bytes=settings.max_body_bytes, ready=lambda: cache.synced)
+                resync_seconds=settings.resync_seconds, backoff_seconds=settings.backoff_seconds,
+                max_backoff_seconds=settings.max_backoff_seconds)
+    _warn_if_not_synced(cache, settings.sync_timeout_seconds)
+    app = create_app(service, ready=lambda: cache.ready(settings.stale_seconds),
+                     unsynced_seconds=cache.unsynced_seconds, **app_options)
     return app, cache
+
+
+def _warn_if_not_synced(cache: Any, after: float) -> None:
+    def check() -> None:
+        if not cache.synced:
+            log.warning("informers not synced after %.0fs; passing every node (fail open), /readyz stays 503", after)
+
+    timer = threading.Timer(after, check)
+    timer.daemon = True
+    timer.start()
 
 
 def main(argv: list[str]) -> int:
@@ -121,11 +162,24 @@ def main(argv: list[str]) -> int:
             locality_keys=_flatten(args.locality_keys),
             resource=args.resource,
             max_body_bytes=args.max_body_bytes,
+            max_concurrent_requests=args.max_concurrent_requests,
+            max_connections=args.max_connections,
+            worker_threads=args.worker_threads,
+            header_timeout_seconds=args.header_timeout_seconds,
+            body_timeout_seconds=args.body_timeout_seconds,
+            idle_timeout_seconds=args.idle_timeout_seconds,
+            accept_node_objects=args.accept_node_objects,
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file,
+            tls_client_ca_file=args.tls_client_ca_file,
             kubeconfig=args.kubeconfig,
             resync_seconds=args.resync_seconds,
             watch_timeout_seconds=args.watch_timeout_seconds,
             page_size=args.page_size,
             sync_timeout_seconds=args.sync_timeout_seconds,
+            stale_seconds=args.stale_seconds,
+            backoff_seconds=args.backoff_seconds,
+            max_backoff_seconds=args.max_backoff_seconds,
             allocation_namespace=args.allocation_namespace,
             log_level=args.log_level,
         )
@@ -146,12 +200,14 @@ def main(argv: list[str]) -> int:
         return 1
     import uvicorn
 
-    from extender.app import listen_socket
+    from extender.server import listen_socket, uvicorn_config
 
     try:
         sock = listen_socket(settings.host, settings.port)
-        log.info("gputopo extender (%s mode) listening on %s:%d", settings.mode, *sock.getsockname()[:2])
-        server = uvicorn.Server(uvicorn.Config(app, log_level=settings.log_level, access_log=False))
+        log.info("gputopo extender (%s mode) listening on %s:%d (%s)", settings.mode, *sock.getsockname()[:2],
+                 "https, client certificates required" if settings.tls_client_ca_file else
+                 "https" if settings.tls else "http")
+        server = uvicorn.Server(uvicorn_config(app, settings))
         server.run(sockets=[sock])
     finally:
         if cache is not None:

@@ -62,6 +62,33 @@ class Metrics:
             ["kind", "reason"],
             registry=r,
         )
+        self.node_objects_ignored = Counter(
+            "gputopo_extender_node_objects_ignored_total",
+            "Node objects in Nodes requests to the cached extender that were looked up by name, not decoded.",
+            registry=r,
+        )
+        self.bad_objects = Counter(
+            "gputopo_extender_bad_objects_total",
+            "Informer objects (nodes, pods, configmaps) whose data made us skip or fail open on them, by reason.",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "gputopo_extender_refused_total",
+            "Requests refused before handling: too_many (429), too_large (413), timeout (408), by verb.",
+            ["verb", "reason"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "gputopo_extender_inflight_requests",
+            "Filter/prioritize requests being handled now.",
+            registry=r,
+        )
+        self.cache_age = Gauge(
+            "gputopo_extender_cache_unsynced_seconds",
+            "Seconds since the informer that has been failing longest last synced (0 when all are in sync).",
+            registry=r,
+        )
         self.synced = Gauge(
             "gputopo_extender_cache_synced",
             "1 once the cached mode's informers completed their first list (always 1 when stateless).",

@@ -21,16 +21,28 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from labeler.topology import allocation, labels
+from labeler.topology.bytecache import ByteCache
 from labeler.topology.errors import CodecError
-from labeler.topology.model import Topology
+from labeler.topology.model import Gpu, Nic, Topology
 
-__all__ = ["NodeFacts", "NodeState", "TopologyRegistry", "facts_from_object", "facts_from_parts"]
+__all__ = [
+    "REQUEST_DECODE_CHARS",
+    "BudgetExceeded",
+    "DecodeBudget",
+    "NodeFacts",
+    "NodeState",
+    "TopologyRegistry",
+    "broken",
+    "facts_from_object",
+    "facts_from_parts",
+    "node_name",
+    "wiring",
+]
 
 
 class NodeState(enum.Enum):
@@ -65,55 +77,118 @@ class NodeFacts:
         object.__setattr__(self, "key", (self.topo_id, self.free_mask))
 
 
-class TopologyRegistry:
-    """Decoded topologies by annotation string, each with a small integer id.
+class DecodeBudget:
+    """How many characters of annotations one request may decode that no cache holds yet.
 
-    Bounded (LRU, ``max_entries`` distinct strings). Thread-safe. An id is
-    never reused, so memo keys that include it cannot alias after eviction.
+    Why: a stateless request carries every Node object; 64 MiB of distinct
+    annotations would otherwise cost seconds of decoding and their results'
+    memory in one request. Past the budget the remaining nodes fail open
+    (``fail_reason="decode_budget"``); cached values cost nothing.
     """
 
-    def __init__(self, max_entries: int = 512, max_allocations: int = 1 << 17) -> None:
-        self._by_text: OrderedDict[str, tuple[int, Topology]] = OrderedDict()
+    __slots__ = ("left",)
+
+    def __init__(self, chars: int) -> None:
+        self.left = chars
+
+    def charge(self, chars: int) -> None:
+        self.left -= chars
+        if self.left < 0:
+            raise BudgetExceeded("this request's decode budget is used up (too many distinct annotations)")
+
+
+class BudgetExceeded(CodecError):
+    """A request's :class:`DecodeBudget` ran out: the node fails open, its data is not judged damaged."""
+
+
+#: per stateless request: characters of not-yet-cached annotations decoded (5,000 real nodes with
+#: unique annotations are ~15 MB)
+REQUEST_DECODE_CHARS = 32 << 20
+
+
+def wiring(topo: Topology) -> Topology:
+    """The part of a topology placement depends on: GPU indices and the link matrix.
+
+    Names, bus ids, UUIDs, affinity and NIC device names differ between identical
+    machines (every node's annotation is unique once UUIDs are in it), so the
+    extender keeps only this: nodes wired alike share one value, one id and one
+    :class:`~extender.evaluate.TopoContext`, and a node costs no more memory than
+    its matrix.
+    """
+    return Topology(
+        tuple(Gpu(g.index) for g in topo.gpus),
+        tuple(Nic(f"NIC{i}") for i in range(len(topo.nics))),
+        topo.links,
+    )
+
+
+def _wiring_bytes(topo: Topology) -> int:
+    n = len(topo.gpus) + len(topo.nics)
+    return 1_000 + n * (n * 8 + 120)
+
+
+class TopologyRegistry:
+    """Decoded annotations by string, as ``(wiring id, wiring)``; allocation states by string.
+
+    Three caches, each bounded by estimated bytes and by entries
+    (:class:`~labeler.topology.bytecache.ByteCache`): annotation text → wiring id
+    (a 5,000-node cluster with unique annotations fits), wiring → id (one per
+    kind of machine), allocation text → state (one per node). A wiring id is
+    never reused, so memo keys that include it cannot alias after eviction.
+    Thread-safe.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = 1 << 16,
+        max_allocations: int = 1 << 17,
+        *,
+        max_bytes: int = 64 << 20,
+    ) -> None:
+        self._by_text: ByteCache[str, tuple[int, Topology]] = ByteCache(max_bytes=max_bytes, max_entries=max_entries)
+        self._wirings: ByteCache[Topology, tuple[int, Topology]] = ByteCache(max_bytes=max_bytes, max_entries=4096)
         # allocation strings are unique per node (they name pods), so this cache holds one per
         # node: sized for the largest clusters, so a warm stateless request decodes nothing
-        self._alloc: OrderedDict[str, allocation.AllocationState] = OrderedDict()
-        self._max = max_entries
-        self._max_alloc = max_allocations
+        self._alloc: ByteCache[str, allocation.AllocationState] = ByteCache(max_bytes=max_bytes,
+                                                                            max_entries=max_allocations)
         self._next_id = 0
         self._lock = threading.Lock()
 
-    def topology(self, text: str, prefix: str) -> tuple[int, Topology]:
-        """``(id, Topology)`` for an annotation value; raises :class:`CodecError` when damaged."""
+    def topology(self, text: str, prefix: str, budget: DecodeBudget | None = None) -> tuple[int, Topology]:
+        """``(wiring id, wiring)`` for an annotation value; raises :class:`CodecError` when damaged."""
         hit = self._by_text.get(text)
         if hit is not None:
             return hit
+        if budget is not None:
+            budget.charge(len(text))
         topo = labels.decode_topology({prefix + labels.ANNOTATION_TOPOLOGY: text}, prefix=prefix)
         if topo is None:  # pragma: no cover - decode_topology only returns None when absent
             raise CodecError("empty topology annotation")
-        with self._lock:
-            hit = self._by_text.get(text)
-            if hit is not None:
-                return hit
-            entry = (self._next_id, topo)
-            self._next_id += 1
-            self._by_text[text] = entry
-            if len(self._by_text) > self._max:
-                self._by_text.popitem(last=False)
-        return entry
+        shape = wiring(topo)
+        entry = self._wirings.get(shape)
+        if entry is None:
+            with self._lock:
+                entry = (self._next_id, shape)
+                self._next_id += 1
+            entry = self._wirings.put(shape, entry, _wiring_bytes(shape))
+        return self._by_text.put(text, entry, len(text) + 200)
 
-    def allocation(self, text: str) -> allocation.AllocationState:
+    def allocation(self, text: str, budget: DecodeBudget | None = None) -> allocation.AllocationState:
         hit = self._alloc.get(text)
         if hit is not None:
             return hit
+        if budget is not None:
+            budget.charge(len(text))
         state = allocation.decode(text)
-        with self._lock:
-            self._alloc[text] = state
-            if len(self._alloc) > self._max_alloc:
-                self._alloc.popitem(last=False)
-        return state
+        return self._alloc.put(text, state, len(text) + 300 + 100 * (len(state.free) + len(state.used)))
 
     def __len__(self) -> int:
         return len(self._by_text)
+
+    @property
+    def bytes(self) -> int:
+        """Estimated bytes held by the three caches."""
+        return self._by_text.bytes + self._wirings.bytes + self._alloc.bytes
 
 
 def _str_map(value: Any) -> Mapping[str, Any]:
@@ -140,6 +215,7 @@ def facts_from_parts(
     used_extra: Sequence[tuple[str, int]] = (),
     allocation_max_age_s: float = 0.0,
     now: float | None = None,
+    budget: DecodeBudget | None = None,
 ) -> NodeFacts:
     """Build :class:`NodeFacts` from a node's labels and annotations.
 
@@ -177,7 +253,7 @@ def facts_from_parts(
             fail_reason="no_topology",
         )
     try:
-        topo_id, topo = registry.topology(text, prefix)
+        topo_id, topo = registry.topology(text, prefix, budget)
     except CodecError as err:
         return NodeFacts(
             name,
@@ -185,14 +261,14 @@ def facts_from_parts(
             locality=locality,
             topology_class=tclass,
             problem=f"undecodable {prefix}topology annotation: {err}",
-            fail_reason="undecodable_topology",
+            fail_reason="decode_budget" if isinstance(err, BudgetExceeded) else "undecodable_topology",
         )
     all_mask = (1 << len(topo.gpus)) - 1
     alloc_text = annotations.get(prefix + allocation.ANNOTATION_SUFFIX)
     known = {g.index: p for p, g in enumerate(topo.gpus)}
     if isinstance(alloc_text, str):
         try:
-            state = registry.allocation(alloc_text)
+            state = registry.allocation(alloc_text, budget)
         except CodecError as err:
             return NodeFacts(
                 name,
@@ -202,7 +278,7 @@ def facts_from_parts(
                 locality=locality,
                 topology_class=tclass,
                 problem=f"undecodable {prefix}allocation annotation: {err}",
-                fail_reason="undecodable_allocation",
+                fail_reason="decode_budget" if isinstance(err, BudgetExceeded) else "undecodable_allocation",
             )
         if allocation_max_age_s > 0 and state.observed_at is not None:
             age = (time.time() if now is None else now) - state.observed_at
@@ -272,11 +348,12 @@ def facts_from_object(
     registry: TopologyRegistry,
     allocation_max_age_s: float = 0.0,
     now: float | None = None,
+    budget: DecodeBudget | None = None,
 ) -> NodeFacts:
     """:class:`NodeFacts` from a full ``v1.Node`` dict (stateless mode)."""
     meta = _str_map(node.get("metadata"))
     return facts_from_parts(
-        str(meta.get("name") or ""),
+        node_name(node),
         _str_map(meta.get("labels")),
         _str_map(meta.get("annotations")),
         prefix=prefix,
@@ -284,4 +361,21 @@ def facts_from_object(
         registry=registry,
         allocation_max_age_s=allocation_max_age_s,
         now=now,
+        budget=budget,
     )
+
+
+def node_name(node: Mapping[str, Any]) -> str:
+    """``metadata.name`` of a Node dict when it is a string, else ``""`` (never ``str()`` of junk)."""
+    name = _str_map(node.get("metadata")).get("name")
+    return name if isinstance(name, str) else ""
+
+
+def broken(name: str, err: BaseException) -> NodeFacts:
+    """Facts for a node whose own data made our code fail: it fails open, alone (reason ``internal``).
+
+    The per-node safety net of the service and the cache: one bad object is that
+    object's problem, never the request's or the informer's.
+    """
+    return NodeFacts(name, NodeState.NO_DATA, problem=f"internal error on this node: {type(err).__name__}",
+                     fail_reason="internal")

@@ -28,6 +28,7 @@ Decisions (see ``docs/extender.md``):
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +40,16 @@ from pydantic import ValidationError
 from extender import workload as wl
 from extender.evaluate import ContextRegistry, Evaluation
 from extender.metrics import Metrics
-from extender.nodes import NodeFacts, NodeState, TopologyRegistry, facts_from_object
+from extender.nodes import (
+    REQUEST_DECODE_CHARS,
+    DecodeBudget,
+    NodeFacts,
+    NodeState,
+    TopologyRegistry,
+    broken,
+    facts_from_object,
+    node_name,
+)
 from extender.scoring import ScoreInput, Scorer, Siblings
 from extender.wire import ExtenderArgs, PriorityEncoder, encode_filter_result
 from labeler.topology.links import LinkLevel
@@ -67,6 +77,9 @@ class ServiceConfig:
     scorer: Scorer
     resource: str = wl.GPU_RESOURCE
     allocation_max_age_s: float = 0.0  # ExtenderSettings.allocation_max_age_seconds (stateless mode)
+    #: read labels/annotations from the Node objects of a ``Nodes`` request (stateless mode). When
+    #: False (cached mode's default) only their names are used and the informer's view answers
+    decode_node_objects: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +99,22 @@ def _short_validation_error(err: ValidationError) -> str:
     return f"{loc}: {first.get('msg', 'invalid')}"
 
 
+_NON_FINITE = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
+
+
 def decode_args(body: bytes) -> ExtenderArgs:
-    """Decode an ``ExtenderArgs`` body; :class:`BadRequest` with a short, safe message."""
+    """Decode an ``ExtenderArgs`` body; :class:`BadRequest` with a short, safe message.
+
+    ``NaN`` and ``Infinity`` are refused, as Go's ``encoding/json`` (which
+    kube-scheduler uses) never writes them and RFC 8259 does not allow them.
+    """
     if not body.strip():
         raise BadRequest("empty request body")
     try:
-        doc = pydantic_core.from_json(body)
+        doc = pydantic_core.from_json(body, allow_inf_nan=False)
     except ValueError as err:
+        if _NON_FINITE.search(body):
+            raise BadRequest("request body is not JSON: NaN and Infinity are not JSON values") from None
         raise BadRequest(f"request body is not JSON: {str(err)[:200]}") from None
     if not isinstance(doc, dict):
         raise BadRequest("request body must be a JSON object (ExtenderArgs)")
@@ -117,7 +139,11 @@ class Service:
 
     # -- shared steps -------------------------------------------------------------------
     def _workload(self, args: ExtenderArgs) -> wl.Workload:
-        w = wl.parse(args.Pod, prefix=self.config.prefix, resource=self.config.resource)
+        try:
+            w = wl.parse(args.Pod, prefix=self.config.prefix, resource=self.config.resource)
+        except Exception as err:  # wl.parse is total by design (fuzzed); this is the last net
+            log.exception("pod unreadable")
+            w = wl.unreadable(f"pod unreadable ({type(err).__name__}); topology ignored for it")
         if w.problems:
             self.metrics.pod_problems.inc()
             log.warning("pod %s: %s", w.key, "; ".join(w.problems))
@@ -128,24 +154,40 @@ class Service:
         if args.Nodes is not None:
             items = args.Nodes.items or []
             objs = [o if isinstance(o, dict) else {} for o in items]
-            now, max_age = time.time(), self.config.allocation_max_age_s
-            facts: list[NodeFacts | None] = [
-                facts_from_object(
-                    o, prefix=self.config.prefix, locality_keys=self.config.locality_keys, registry=self.topologies,
-                    allocation_max_age_s=max_age, now=now,
-                )
-                for o in objs
-            ]
-            return [f.name if f else "" for f in facts], facts, list(items)
+            if self.config.decode_node_objects:
+                decoded: list[NodeFacts | None] = list(self._decode_nodes(objs))
+                return [f.name if f else "" for f in decoded], decoded, list(items)
+            # cached mode: Node objects in a request are not trusted or decoded; the names are looked up
+            self.metrics.node_objects_ignored.inc(len(objs))
+            names = [node_name(o) for o in objs]
+            return names, self._view_facts(names, verb), list(items)
         names = list(args.NodeNames or [])
+        return names, self._view_facts(names, verb), None
+
+    def _decode_nodes(self, objs: list[dict[str, Any]]) -> list[NodeFacts]:
+        """Facts from the request's Node objects, one at a time: a bad one fails open alone."""
+        budget = DecodeBudget(REQUEST_DECODE_CHARS)
+        now, max_age = time.time(), self.config.allocation_max_age_s
+        out: list[NodeFacts] = []
+        for o in objs:
+            try:
+                out.append(facts_from_object(o, prefix=self.config.prefix, locality_keys=self.config.locality_keys,
+                                             registry=self.topologies, allocation_max_age_s=max_age, now=now,
+                                             budget=budget))
+            except Exception as err:
+                log.exception("node %r: internal error while reading it; failing open for it", node_name(o)[:253])
+                out.append(broken(node_name(o), err))
+        return out
+
+    def _view_facts(self, names: list[str], verb: str) -> list[NodeFacts | None]:
         view = self.view
         if view is None or not view.synced:
             reason = "no_node_objects" if view is None else "not_synced"
             self.metrics.fail_open.labels(reason).inc(len(names))
             log.warning("%s: %d node names but %s; passing them (fail open)", verb, len(names), reason)
-            return names, [None] * len(names), None
+            return [None] * len(names)
         get = view.facts
-        return names, [get(n) for n in names], None
+        return [get(n) for n in names]
 
     def _required_level(self, w: wl.Workload, facts: NodeFacts) -> LinkLevel | None:
         if w.intent is not wl.Intent.REQUIRED or w.gpus < 2:
@@ -204,7 +246,11 @@ class Service:
                     continue
                 ev = local.get(f.key)
                 if ev is None:
-                    ev = local[f.key] = self._verdict(f, w)
+                    try:
+                        ev = local[f.key] = self._verdict(f, w)
+                    except Exception:  # this node's data broke our code: it (and its twins) fail open
+                        self._node_failed("filter", f)
+                        ev = local[f.key] = _BROKEN
                 if not ev.fails:
                     append(i)
                 elif ev.unresolvable:
@@ -296,16 +342,25 @@ class Service:
                 append(0)
                 continue
             key = f.key
-            if siblings is None:
-                s = local.get(key)
-                if s is None:
-                    part = self._partial(f, k, kind)
-                    s = local[key] = 0 if part is None else scorer.finish(part[:2], None)
-                append(s)
-                continue
-            part = self._partial(f, k, kind)
-            append(0 if part is None else scorer.finish(part[:2], ScoreInput(kind, k, part[2], f, siblings)))
+            try:
+                if siblings is None:
+                    s = local.get(key)
+                    if s is None:
+                        part = self._partial(f, k, kind)
+                        s = local[key] = 0 if part is None else scorer.finish(part[:2], None)
+                    append(s)
+                    continue
+                part = self._partial(f, k, kind)
+                append(0 if part is None else scorer.finish(part[:2], ScoreInput(kind, k, part[2], f, siblings)))
+            except Exception:  # this node's data broke our code: it (and its twins) score 0
+                self._node_failed("prioritize", f)
+                local[key] = 0
+                append(0)
         return out
+
+    def _node_failed(self, verb: str, f: NodeFacts) -> None:
+        self.metrics.fail_open.labels("internal").inc()
+        log.exception("%s: internal error on node %s; it fails open", verb, f.name[:253])
 
     def _partial(self, f: NodeFacts, k: int, kind: wl.Kind) -> tuple[int, int, Evaluation] | None:
         """Cached ``(Σw·s, Σw, evaluation)`` of the node-independent strategies; None if < k free."""
@@ -326,3 +381,6 @@ class Service:
 
 _PARTIALS_MAX = 1 << 16
 _MISS: Any = object()
+#: the verdict of a node whose evaluation failed: it passes (fail open)
+_BROKEN = Evaluation(placement=None, level=None, fit_island=0, free_count=0, total=0, nic_good=0, has_nics=False,
+                     required=None, fails=False, unresolvable=False, reason="internal error")

@@ -28,11 +28,13 @@ by the service).
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from labeler.topology import limits
 from labeler.topology.links import LinkLevel
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "job_key",
     "parse",
     "parse_quantity_int",
+    "unreadable",
 ]
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -109,9 +112,14 @@ class Workload:
         return f"{self.namespace}/{self.name}"
 
 
-_DECIMAL_SUFFIX = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_BINARY_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_QUANTITY = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?\s*$")
+_DECIMAL_SUFFIX = {"k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}  # powers of ten
+_BINARY_SUFFIX = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}  # powers of two
+# Kubernetes' quantity grammar (apimachinery resource.Quantity): signed number, optional suffix
+_QUANTITY = re.compile(
+    r"\s*([+-]?)(\d*)(?:\.(\d*))?(?:([eE][+-]?\d{1,4})|(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E))?\s*"
+)
+#: the largest GPU count we read; Kubernetes stores quantities as int64 milli-units
+MAX_GPU_QUANTITY = (1 << 63) // 1000
 
 
 def parse_quantity_int(value: Any) -> int | None:
@@ -119,33 +127,50 @@ def parse_quantity_int(value: Any) -> int | None:
 
     GPUs are whole devices; a fractional quantity (``"500m"``) is rejected by
     the API server for extended resources, so we round it up here rather than fail.
+    Exact integer arithmetic (no floats): ``"1e400"``, 400 nines, ``NaN`` and
+    infinities are unreadable (``None``), never an ``OverflowError``; so is
+    anything above :data:`MAX_GPU_QUANTITY` or longer than ``MAX_QUANTITY_CHARS``.
+
+    >>> [parse_quantity_int(v) for v in ("4", "500m", "1e1", "2Ki", "1e400", "9" * 400, float("nan"), 2.5)]
+    [4, 1, 10, 2048, None, None, None, 3]
     """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if abs(value) <= MAX_GPU_QUANTITY else None
     if isinstance(value, float):
-        return int(-(-value // 1))
-    if not isinstance(value, str):
+        if not math.isfinite(value) or abs(value) > MAX_GPU_QUANTITY:
+            return None
+        return math.ceil(value)
+    if not isinstance(value, str) or len(value) > limits.MAX_QUANTITY_CHARS:
         return None
-    m = _QUANTITY.match(value)
-    if not m:
+    m = _QUANTITY.fullmatch(value)
+    if not m or not (m.group(2) or m.group(3)):
         return None
-    number, suffix = float(m.group(1)), m.group(2)
-    if suffix is None:
-        scaled = number
+    sign, whole, frac, exponent, suffix = (g or "" for g in m.groups())
+    numerator = int((whole or "0") + frac)
+    denominator = 10 ** len(frac)
+    if exponent:
+        power = int(exponent[1:])
+        if power > 30:  # 10**31 GPUs: unreadable, not huge
+            return None
+        if power >= 0:
+            numerator *= 10**power
+        else:
+            denominator *= 10**-power
     elif suffix == "m":
-        scaled = number / 1000
+        denominator *= 1000
     elif suffix in _DECIMAL_SUFFIX:
-        scaled = number * _DECIMAL_SUFFIX[suffix]
+        numerator *= 10 ** _DECIMAL_SUFFIX[suffix]
     elif suffix in _BINARY_SUFFIX:
-        scaled = number * _BINARY_SUFFIX[suffix]
-    else:  # exponent form "1e3"
-        scaled = number * 10 ** int(suffix[1:])
-    return int(-(-scaled // 1))
+        numerator <<= _BINARY_SUFFIX[suffix]
+    count: int = -(-numerator // denominator)  # round up: a fraction of a GPU is a whole one
+    if count > MAX_GPU_QUANTITY:
+        return None
+    return -count if sign == "-" and count else count
 
 
-def _container_gpus(container: Any, resource: str) -> int:
+def _container_gpus(container: Any, resource: str, problems: list[str] | None = None) -> int:
     if not isinstance(container, dict):
         return 0
     res = container.get("resources")
@@ -155,12 +180,18 @@ def _container_gpus(container: Any, resource: str) -> int:
         values = res.get(section)
         if isinstance(values, dict) and resource in values:
             n = parse_quantity_int(values[resource])
+            if n is None and problems is not None:
+                shown = repr(values[resource])
+                problems.append(f"{resource} {section} {shown[:40]}{'...' if len(shown) > 40 else ''} "
+                                "is not a readable quantity; counted as 0")
             return max(n, 0) if n is not None else 0
     return 0
 
 
-def gpu_request(pod: Mapping[str, Any], resource: str = GPU_RESOURCE) -> int:
+def gpu_request(pod: Mapping[str, Any], resource: str = GPU_RESOURCE, problems: list[str] | None = None) -> int:
     """The pod's effective GPU request, per Kubernetes' rules (see module docstring).
+
+    Unreadable quantities count as 0 and, when ``problems`` is given, are reported there.
 
     >>> gpu_request({"spec": {"containers": [{"resources": {"limits": {"nvidia.com/gpu": "2"}}},
     ...     {"resources": {"requests": {"nvidia.com/gpu": 1}}}],
@@ -172,12 +203,12 @@ def gpu_request(pod: Mapping[str, Any], resource: str = GPU_RESOURCE) -> int:
         return 0
     containers = spec.get("containers") or []
     inits = spec.get("initContainers") or []
-    total = sum(_container_gpus(c, resource) for c in containers) if isinstance(containers, list) else 0
+    total = sum(_container_gpus(c, resource, problems) for c in containers) if isinstance(containers, list) else 0
     init_max = 0
     if isinstance(inits, list):
         sidecars = 0
         for c in inits:
-            n = _container_gpus(c, resource)
+            n = _container_gpus(c, resource, problems)
             if isinstance(c, dict) and c.get("restartPolicy") == "Always":
                 sidecars += n  # a sidecar keeps running next to the app containers
                 init_max = max(init_max, sidecars)
@@ -194,17 +225,23 @@ def _labels(meta: Mapping[str, Any], field: str) -> Mapping[str, Any]:
 
 def job_key(namespace: str, labels: Mapping[str, Any]) -> tuple[JobKey | None, str | None]:
     """The training job a pod belongs to (and its replica, for logs), from well-known labels."""
-    name = labels.get(KF_JOB_NAME)
-    if isinstance(name, str) and name:
-        rtype = labels.get(KF_REPLICA_TYPE) or labels.get(KF_JOB_ROLE) or "replica"
-        idx = labels.get(KF_REPLICA_INDEX, "")
-        return JobKey(namespace, "pytorchjob", name), f"{rtype}-{idx}" if idx != "" else str(rtype)
-    js = labels.get(TRAINJOB_NAME) or labels.get(JOBSET_NAME)
-    if isinstance(js, str) and js:
-        rjob = labels.get(JOBSET_REPLICATED_JOB, "job")
-        idx = labels.get(JOB_COMPLETION_INDEX, "")
-        return JobKey(namespace, "jobset", js), f"{rjob}-{idx}" if idx != "" else str(rjob)
+    name = _label(labels, KF_JOB_NAME)
+    if name:
+        rtype = _label(labels, KF_REPLICA_TYPE) or _label(labels, KF_JOB_ROLE) or "replica"
+        idx = _label(labels, KF_REPLICA_INDEX)
+        return JobKey(namespace, "pytorchjob", name), f"{rtype}-{idx}" if idx else rtype
+    js = _label(labels, TRAINJOB_NAME) or _label(labels, JOBSET_NAME)
+    if js:
+        rjob = _label(labels, JOBSET_REPLICATED_JOB) or "job"
+        idx = _label(labels, JOB_COMPLETION_INDEX)
+        return JobKey(namespace, "jobset", js), f"{rjob}-{idx}" if idx else rjob
     return None, None
+
+
+def _label(labels: Mapping[str, Any], key: str) -> str:
+    """A label value as Kubernetes allows it (a string of at most 63 characters), else ``""``."""
+    value = labels.get(key)
+    return value if isinstance(value, str) and len(value) <= 63 else ""
 
 
 _TP_FLAGS = ("--tensor-parallel-size", "--tp-size", "--tp", "-tp", "--num-shard")
@@ -222,7 +259,7 @@ def _scan_args(spec: Mapping[str, Any]) -> tuple[bool, int | None]:
         for field in ("command", "args"):
             value = c.get(field)
             if isinstance(value, list):
-                words.extend(str(w) for w in value)
+                words.extend(w for w in value if isinstance(w, str))
         for i, word in enumerate(words):
             low = word.lower()
             if any(h in low for h in _INFERENCE_HINTS):
@@ -231,7 +268,7 @@ def _scan_args(spec: Mapping[str, Any]) -> tuple[bool, int | None]:
             if flag in _TP_FLAGS:
                 inference = True
                 text = inline if inline else (words[i + 1] if i + 1 < len(words) else "")
-                if text.isdigit():
+                if text.isascii() and text.isdigit() and len(text) <= 6:
                     tp = int(text)
     return inference, tp
 
@@ -245,23 +282,23 @@ def parse(pod: Mapping[str, Any] | None, *, prefix: str = "gputopo.io/", resourc
     assert isinstance(meta, dict) and isinstance(spec, dict)
     labels = _labels(meta, "labels")
     annotations = _labels(meta, "annotations")
-    namespace = str(meta.get("namespace") or "default")
-    name = str(meta.get("name") or meta.get("generateName") or "")
-    gpus = gpu_request(pod, resource)
+    namespace = _name(meta.get("namespace")) or "default"
+    name = _name(meta.get("name")) or _name(meta.get("generateName"))
+    gpus = gpu_request(pod, resource, problems)
 
-    raw_intent = annotations.get(f"{prefix}placement")
+    raw_intent = _short(annotations.get(f"{prefix}placement"))
     intent = Intent.PREFERRED
     if raw_intent is not None:
         try:
-            intent = Intent(str(raw_intent).strip().lower())
+            intent = Intent(raw_intent.strip().lower())
         except ValueError:
             problems.append(f"{prefix}placement={raw_intent!r} is not required|preferred|ignore; using preferred")
 
     max_level: LinkLevel | None = None
-    raw_level = annotations.get(f"{prefix}max-level")
+    raw_level = _short(annotations.get(f"{prefix}max-level"))
     if raw_level is not None:
         try:
-            max_level = LinkLevel.from_slug(str(raw_level))
+            max_level = LinkLevel.from_slug(raw_level)
             if max_level is LinkLevel.SELF:
                 raise ValueError("self")
         except ValueError:
@@ -273,12 +310,12 @@ def parse(pod: Mapping[str, Any] | None, *, prefix: str = "gputopo.io/", resourc
 
     job, replica = job_key(namespace, labels)
     inference, tp = _scan_args(spec)
-    kind_override = annotations.get(f"{prefix}workload")
-    if kind_override is not None and str(kind_override).lower() not in ("training", "inference", "batch"):
+    kind_override = _short(annotations.get(f"{prefix}workload"))
+    if kind_override is not None and kind_override.lower() not in ("training", "inference", "batch"):
         problems.append(f"{prefix}workload={kind_override!r} is not training|inference|batch; guessing")
         kind_override = None
     if kind_override is not None:
-        override = str(kind_override).lower()
+        override = kind_override.lower()
         inference = override == "inference"
         if override != "training":
             job = None  # inference and batch pods have no cross-node siblings to follow
@@ -295,7 +332,7 @@ def parse(pod: Mapping[str, Any] | None, *, prefix: str = "gputopo.io/", resourc
     return Workload(
         namespace=namespace,
         name=name,
-        uid=str(meta.get("uid") or ""),
+        uid=_name(meta.get("uid")),
         gpus=gpus,
         intent=intent,
         max_level=max_level,
@@ -307,12 +344,30 @@ def parse(pod: Mapping[str, Any] | None, *, prefix: str = "gputopo.io/", resourc
     )
 
 
+def unreadable(problem: str) -> Workload:
+    """The workload of a pod we could not read at all: no GPUs counted, topology ignored, one problem."""
+    return Workload(namespace="default", name="", uid="", gpus=0, intent=Intent.IGNORE, max_level=None,
+                    kind=Kind.SINGLE, job=None, replica=None, tensor_parallel=None, problems=(problem,))
+
+
 def _single_node_job(spec: Mapping[str, Any]) -> bool:
     """A training job declared single-node (``PET_NNODES=1``): no cross-node traffic to optimise."""
-    for c in spec.get("containers") or []:
-        if not isinstance(c, dict):
-            continue
-        for env in c.get("env") or []:
-            if isinstance(env, dict) and env.get("name") == "PET_NNODES" and str(env.get("value", "")) in ("1", "1:1"):
+    containers = spec.get("containers")
+    for c in containers if isinstance(containers, list) else []:
+        env_list = c.get("env") if isinstance(c, dict) else None
+        for env in env_list if isinstance(env_list, list) else []:  # `env: 5` is not a list of vars
+            if isinstance(env, dict) and env.get("name") == "PET_NNODES" and env.get("value") in ("1", "1:1"):
                 return True
     return False
+
+
+def _name(value: Any) -> str:
+    """An object name/namespace/uid as Kubernetes allows it (a string of at most 253 characters), else ``""``."""
+    return value if isinstance(value, str) and len(value) <= 253 else ""
+
+
+def _short(value: Any) -> str | None:
+    """An annotation value we compare against a keyword: strings only, shown cut to 64 characters."""
+    if value is None:
+        return None
+    return value[:64] if isinstance(value, str) else f"<{type(value).__name__}>"

@@ -33,6 +33,7 @@ __all__ = [
     "MANAGED_BY_VALUE",
     "NODE_KEY",
     "SELECTOR",
+    "claimed_node",
     "configmap_name",
     "node_label_value",
     "node_of",
@@ -101,3 +102,31 @@ def node_of(configmap: Mapping[str, Any]) -> str | None:
         if isinstance(values, Mapping) and isinstance(v := values.get(NODE_KEY), str) and v:
             return v
     return None
+
+
+def claimed_node(configmap: Mapping[str, Any]) -> str | None:
+    """The node a ConfigMap speaks for, only when its *name* says the same; else ``None``.
+
+    Why the name decides: an agent may write only its own ConfigMap, whose name
+    is derived from its node (``configmap_name``; the admission policy in
+    ``manifests/`` binds it to the node in the agent's token), while labels and
+    annotations are whatever that agent wrote. So a ConfigMap whose label or
+    annotation names another node than its name does (an agent speaking for a
+    neighbour, or a copy) is refused, as is one whose ``gputopo.io/node`` label
+    disagrees with the annotation.
+
+    >>> good = {"metadata": {"name": "gputopo-alloc-n1", "labels": {NODE_KEY: "n1"}}}
+    >>> claimed_node(good)
+    'n1'
+    >>> claimed_node({"metadata": {"name": "gputopo-alloc-n1", "labels": {NODE_KEY: "n2"}}}) is None
+    True
+    """
+    node = node_of(configmap)
+    meta = configmap.get("metadata")
+    if node is None or not isinstance(meta, Mapping) or meta.get("name") != configmap_name(node):
+        return None
+    labels = meta.get("labels")
+    label = labels.get(NODE_KEY) if isinstance(labels, Mapping) else None
+    if label is not None and label != node_label_value(node):
+        return None
+    return node

@@ -22,6 +22,8 @@ It speaks what the official ``kubernetes`` client expects on the wire:
   snapshot is compacted.
 
 ``kick()`` ends every open watch (as an apiserver restart or an idle timeout would).
+``watch_ends_at_once = True`` ends every watch right after its headers (what a proxy
+with a short idle timeout does).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class FakeApiServer:
         self.compacted = 0
         self.generation = 0  # bumped by kick()
         self.gone_as_http = False
+        self.watch_ends_at_once = False
         self.cond = threading.Condition()
         self.requests: list[str] = []
         self.refuse: dict[str, int] = {}  # kind -> HTTP status answered to every request for it
@@ -244,7 +247,9 @@ class FakeApiServer:
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 try:
-                    if gone:
+                    if api.watch_ends_at_once:
+                        pass
+                    elif gone:
                         status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                   "message": f"too old resource version: {since} ({api.compacted})",
                                   "reason": "Expired", "code": 410}

@@ -172,7 +172,7 @@ def test_cli_build_watches_the_configured_namespace() -> None:
     settings = load(mode="cached", sync_timeout_seconds=10, watch_timeout_seconds=2, allocation_namespace="gpu-ops")
     _, cache = build(settings, core_v1(api.url))
     try:
-        assert cache is not None and cache.synced and free_count(cache, "gpu-a") == 2
+        assert cache is not None and cache.wait_synced(10) and free_count(cache, "gpu-a") == 2
         stale = cache.facts("gpu-b")
         assert stale is not None and stale.state is NodeState.STALE and stale.fail_reason == "stale_allocation"
     finally:

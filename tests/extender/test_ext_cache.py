@@ -224,7 +224,7 @@ def test_cli_build_cached_mode_against_the_fake_api() -> None:
     api.put("nodes", node_object("gpu-a", corpus("h100_1nic")))
     app, cache = build(load(mode="cached", sync_timeout_seconds=10, watch_timeout_seconds=2), core_v1(api.url))
     try:
-        assert cache is not None and cache.synced
+        assert cache is not None and cache.wait_synced(10)  # build() does not wait: the server listens at once
         with serve_service_app(app) as addr:
             out = _post(addr, "/filter", filter_body(pod(2), names=["gpu-a"]))
             assert out["NodeNames"] == ["gpu-a"]

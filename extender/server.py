@@ -1,0 +1,127 @@
+"""The HTTP server around the app: uvicorn with a request-head deadline, connection limits and optional TLS.
+
+Why not plain ``uvicorn.run``: uvicorn's h11 protocol has a keep-alive timeout
+but no deadline for a request *head*, so a client that opens connections and
+trickles header bytes (or sends nothing) holds them for ever.
+:class:`GuardedH11Protocol` arms a timer when a connection opens and whenever
+a new request starts arriving, and closes the connection if the head is not
+complete in ``header_timeout`` seconds. The body deadline is the app's
+(:mod:`extender.app`, answered 408), the idle deadline is uvicorn's
+``timeout_keep_alive``, the head size is h11's 16 KiB limit (400 beyond), and
+``limit_concurrency`` answers 503 on connections beyond ``max_connections``.
+
+TLS (optional): ``--tls-cert-file``/``--tls-key-file`` serve HTTPS; with
+``--tls-client-ca-file`` every client must present a certificate signed by that
+CA (mutual TLS). Python's defaults apply: TLS 1.2 or newer, no compression.
+Certificates are read at start-up; a rotated certificate needs a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from extender.settings import ExtenderSettings
+
+__all__ = ["GuardedH11Protocol", "guarded_protocol", "listen_socket", "uvicorn_config"]
+
+log = logging.getLogger("gputopo.extender")
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP listening socket whose accepted connections get ``TCP_NODELAY``.
+
+    Why: asyncio sets ``TCP_NODELAY`` on accepted sockets only when the
+    listener's ``proto`` is ``IPPROTO_TCP``; a plain ``socket.socket()`` (what
+    uvicorn binds by default) has proto 0, so uvicorn's two writes per answer
+    (headers, then body) meet Nagle's algorithm and the client's delayed ACK:
+    +40 ms per request on Linux (measured, see docs/performance.md). Creating
+    the listener with ``IPPROTO_TCP`` fixes that for every accepted connection.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request head (see the module docstring)."""
+
+    header_timeout: ClassVar[float] = 10.0
+    #: called with "header" when a connection is closed for a late head (the app counts it)
+    on_timeout: ClassVar[Callable[[str], None] | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_cycle: object = None
+
+    def _arm_head(self) -> None:
+        if self._head_timer is None:
+            self._head_cycle = self.cycle
+            self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
+
+    def _disarm_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            log.info("closing a connection from %s: no complete request head in %.0fs", self.client,
+                     self.header_timeout)
+            hook = type(self).on_timeout
+            if hook is not None:
+                hook("header")
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head()  # a new connection must send a request head in time
+
+    def data_received(self, data: bytes) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm_head()  # bytes of a new request: its head must complete in time
+        super().data_received(data)
+        if self.cycle is not None and self.cycle is not self._head_cycle:
+            self._disarm_head()  # a new request's head was parsed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head()
+        super().connection_lost(exc)
+
+
+def guarded_protocol(header_timeout: float,
+                     on_timeout: Callable[[str], None] | None = None) -> type[GuardedH11Protocol]:
+    """A :class:`GuardedH11Protocol` subclass with these settings (uvicorn instantiates the class)."""
+    attrs = {"header_timeout": header_timeout, "on_timeout": staticmethod(on_timeout) if on_timeout else None}
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), attrs)
+
+
+def uvicorn_config(app: Any, settings: ExtenderSettings, *,
+                   on_timeout: Callable[[str], None] | None = None) -> uvicorn.Config:
+    """The uvicorn configuration for ``settings``: protocol, limits, timeouts, TLS."""
+    tls: dict[str, Any] = {}
+    if settings.tls:
+        tls = {"ssl_certfile": settings.tls_cert_file, "ssl_keyfile": settings.tls_key_file}
+        if settings.tls_client_ca_file is not None:
+            tls |= {"ssl_ca_certs": settings.tls_client_ca_file, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(settings.header_timeout_seconds, on_timeout),
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="off",
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=int(settings.idle_timeout_seconds),
+        **tls,
+    )
