@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from labeler.topology import islands, nic_locality, placement
+from labeler.topology.bytecache import ByteCache
 from labeler.topology.links import ISLAND_LEVELS, LinkLevel
 from labeler.topology.model import Topology
 
@@ -54,7 +55,7 @@ class Evaluation:
 class TopoContext:
     """Per-topology helpers and the evaluation memo (bounded, thread-safe for readers)."""
 
-    def __init__(self, topo: Topology, *, memo_size: int = 8192) -> None:
+    def __init__(self, topo: Topology, *, memo_size: int = 4096) -> None:
         self.topo = topo
         self.placer = placement.placer_for(topo)
         self.total = len(topo.gpus)
@@ -70,6 +71,10 @@ class TopoContext:
         self._memo: OrderedDict[tuple[int, int, int], Evaluation] = OrderedDict()
         self._memo_size = memo_size
         self._lock = threading.Lock()
+
+    def cost_bytes(self) -> int:
+        """Estimated bytes at a full memo: the placer's own estimate plus ~700 B per evaluation."""
+        return self.placer.cost_bytes() + self._memo_size * (700 + 16 * self.total)
 
     def _natural_level(self) -> LinkLevel:
         """The tightest level at which the hardware groups GPUs (where single GPUs pack)."""
@@ -161,20 +166,22 @@ class TopoContext:
 
 
 class ContextRegistry:
-    """:class:`TopoContext` per topology id (ids come from :class:`~extender.nodes.TopologyRegistry`)."""
+    """:class:`TopoContext` per wiring id (ids come from :class:`~extender.nodes.TopologyRegistry`).
 
-    def __init__(self, max_entries: int = 512) -> None:
-        self._by_id: OrderedDict[int, TopoContext] = OrderedDict()
-        self._max = max_entries
-        self._lock = threading.Lock()
+    Bounded by estimated bytes (each context at its full memo, see
+    :meth:`TopoContext.cost_bytes`) as well as by entries: one context per kind
+    of machine in a real cluster, so the bound only bites on hostile input.
+    """
+
+    def __init__(self, max_entries: int = 512, *, max_bytes: int = 256 << 20) -> None:
+        self._by_id: ByteCache[int, TopoContext] = ByteCache(max_bytes=max_bytes, max_entries=max_entries)
 
     def get(self, topo_id: int, topo: Topology) -> TopoContext:
         ctx = self._by_id.get(topo_id)
         if ctx is not None:
             return ctx
         ctx = TopoContext(topo)
-        with self._lock:
-            self._by_id[topo_id] = ctx
-            if len(self._by_id) > self._max:
-                self._by_id.popitem(last=False)
-        return ctx
+        return self._by_id.put(topo_id, ctx, ctx.cost_bytes())
+
+    def __len__(self) -> int:
+        return len(self._by_id)

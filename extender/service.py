@@ -379,7 +379,9 @@ class Service:
         return value
 
 
-_PARTIALS_MAX = 1 << 16
+#: entries of each cross-request memo (verdicts, partial scores): fixed-size keys and shared
+#: evaluations, so ~20 MB each at most
+_PARTIALS_MAX = 1 << 15
 _MISS: Any = object()
 #: the verdict of a node whose evaluation failed: it passes (fail open)
 _BROKEN = Evaluation(placement=None, level=None, fit_island=0, free_count=0, total=0, nic_good=0, has_nics=False,

@@ -230,9 +230,9 @@ class PriorityEncoder:
     answer is one ``join`` of cached fragments and the score digits.
     """
 
-    def __init__(self, max_names: int = 1 << 18) -> None:
+    def __init__(self, max_names: int = 1 << 16) -> None:
         self._frag: dict[str, bytes] = {}
-        self._max = max_names
+        self._max = max_names  # names are at most 253 characters: ~20 MB at most
 
     def encode(self, hosts: list[str], scores: list[int]) -> bytes:
         if len(hosts) != len(scores):
@@ -247,6 +247,8 @@ class PriorityEncoder:
         for host, score in zip(hosts, scores, strict=True):
             prefix = get(host)
             if prefix is None:
-                prefix = frag[host] = b'{"Host":' + pydantic_core.to_json(host) + b',"Score":'
+                prefix = b'{"Host":' + pydantic_core.to_json(host) + b',"Score":'
+                if len(host) <= 253:  # a node name; anything longer is answered but not kept
+                    frag[host] = prefix
             parts.append(prefix + tail[score])
         return b"[" + b",".join(parts) + b"]"

@@ -193,7 +193,7 @@ def test_unique_annotations_share_one_context() -> None:
         body = nodes_body(pod(4), [unique(batch * 100 + i) for i in range(100)])
         assert service.prioritize(body).status == 200
     assert len(service.topologies) == 300  # 300 distinct annotation strings ...
-    assert len(service.contexts._by_id) == 1  # ... one wiring, one placement context
+    assert len(service.contexts) == 1  # ... one wiring, one placement context
     assert service.topologies.bytes < 2 << 20
 
 
@@ -319,3 +319,25 @@ def test_stateless_decode_budget_fails_open_past_it(monkeypatch: pytest.MonkeyPa
     assert reg.get_sample_value("gputopo_extender_fail_open_total", {"reason": "decode_budget"}) == 3
     assert all(f.state is NodeState.OK for f in [facts_from_object(nodes[0], prefix=PREFIX, locality_keys=(),
                                                                    registry=service.topologies)])
+
+
+def test_long_host_names_are_answered_but_not_cached() -> None:
+    service = make_service()
+    long_name = "n" * 100_000
+    out = json.loads(service.prioritize(filter_body(pod(2), names=[long_name, "gpu-a"])).body)
+    assert [s["Host"] for s in out] == [long_name, "gpu-a"]
+    assert long_name not in service._priorities._frag and "gpu-a" in service._priorities._frag
+
+
+def test_contexts_are_bounded_by_bytes() -> None:
+    from extender.evaluate import ContextRegistry
+    from labeler.topology.links import SELF, parse_link_token
+    from labeler.topology.model import Gpu, Topology
+
+    reg = ContextRegistry(max_bytes=20 << 20)
+    for n in range(2, 60):
+        topo = Topology.from_rows([Gpu(i) for i in range(n)], [],
+                                  [[SELF if i == j else parse_link_token("PIX") for j in range(n)] for i in range(n)])
+        reg.get(n, topo)
+        assert reg._by_id.bytes <= 20 << 20
+    assert len(reg) < 58
