@@ -51,7 +51,9 @@ staleness threshold.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import json
 import logging
 import random
@@ -59,7 +61,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +92,7 @@ class Reflector:
         self,
         kind: str,
         list_fn: ListFn,
-        on_replace: Callable[[list[dict[str, Any]]], None],
+        on_replace: Callable[[Iterable[dict[str, Any]]], None],
         on_event: Callable[[str, dict[str, Any]], None],
         *,
         stop: threading.Event,
@@ -186,9 +188,25 @@ class Reflector:
                 self._stop.wait(wait)
 
     def _list(self) -> str:
-        items: list[dict[str, Any]] = []
+        """One paged LIST, streamed: each page is decoded and handed on, then dropped.
+
+        ``on_replace`` consumes the items as they come (only its small records
+        outlive a page), so a 5,000-node relist never holds 5,000 decoded Node
+        objects at once (~150 MB, and the garbage collector's full passes over
+        them held the GIL for ~300 ms each). A failure mid-way propagates out
+        of ``on_replace`` before it has changed anything.
+        """
+        state = {"rv": ""}
+        with _no_gc_passes():
+            self._on_replace(self._items(state))  # never raises for one object's sake (see ClusterCache)
+        rv = state["rv"]
+        self.lists += 1
+        self.failing_since = None
+        self.synced.set()
+        return rv
+
+    def _items(self, state: dict[str, str]) -> Iterator[dict[str, Any]]:
         cont: str | None = None
-        rv = ""
         while True:
             kwargs: dict[str, Any] = {"limit": self._page, "_preload_content": False,
                                       "_request_timeout": self._req_timeout}
@@ -202,19 +220,17 @@ class Reflector:
             if not isinstance(doc, dict):
                 raise RuntimeError(f"{self.kind} list: answer is not a JSON object")
             raw = doc.get("items")
-            if isinstance(raw, list):
-                items.extend(i for i in raw if isinstance(i, dict))
             meta = _map(doc.get("metadata"))
-            rv = str(meta.get("resourceVersion") or rv)[:64]
+            state["rv"] = str(meta.get("resourceVersion") or state["rv"])[:64]
             cont = meta.get("continue") or None
+            del doc
+            if isinstance(raw, list):
+                yield from (item for item in raw if isinstance(item, dict))
+            del raw  # this page is garbage before the next one is fetched
             if not cont:
-                break
+                return
             cont = str(cont)
-        self._on_replace(items)  # never raises for one object's sake (see ClusterCache)
-        self.lists += 1
-        self.failing_since = None
-        self.synced.set()
-        return rv
+            time.sleep(0)  # between pages: requests waiting for the GIL go first
 
     def _watch(self, rv: str, timeout: int) -> tuple[str, int]:
         """Watch from ``rv`` until the server ends it; return the last resourceVersion and the event count."""
@@ -277,6 +293,40 @@ class PodRecord:
     gpus: int
     created: str
     job: wl.JobKey | None
+
+
+#: nodes rebuilt between two voluntary GIL releases during a relist (see docs/reliability.md)
+_YIELD_EVERY = 16
+
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _no_gc_passes() -> Iterator[None]:
+    """No automatic garbage-collector passes while a list streams in (reference counting still frees).
+
+    Why: decoding a 5,000-node list allocates millions of objects, which
+    triggers full collections; each pass over the extender's heap held the GIL
+    for 60-300 ms (measured, docs/reliability.md), stalling every request. The
+    decoded objects hold no reference cycles, so reference counting frees them
+    as each page is dropped; collection resumes, unchanged, when the last list
+    in progress ends. Re-entrant across the three informer threads.
+    """
+    global _gc_users, _gc_was_enabled
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -436,8 +486,11 @@ class ClusterCache:
         self._facts = new
         self.facts = new.get
 
-    def _each(self, kind: str, items: list[dict[str, Any]], fn: Callable[[dict[str, Any]], None]) -> None:
-        """Apply ``fn`` to every object; one that raises is counted and skipped, the others go on."""
+    def _each(self, kind: str, items: Iterable[dict[str, Any]], fn: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``fn`` to every object; one that raises is counted and skipped, the others go on.
+
+        Errors of the iteration itself (the list request failing mid-way) propagate.
+        """
         for obj in items:
             try:
                 fn(obj)
@@ -445,19 +498,25 @@ class ClusterCache:
                 log.exception("%s: skipping one object that could not be read", kind)
                 self.metrics.bad_objects.labels(kind, "unreadable").inc()
 
-    def replace_nodes(self, items: list[dict[str, Any]]) -> None:
+    def replace_nodes(self, items: Iterable[dict[str, Any]]) -> None:
+        nodes: dict[str, _NodeRecord] = {}
+
+        def add(obj: dict[str, Any]) -> None:
+            name, rec = self._node_record(obj)
+            if name:
+                nodes[name] = rec
+
+        self._each("nodes", items, add)  # consumes the list as it streams in, without the lock
         with self._lock:
-            nodes: dict[str, _NodeRecord] = {}
-
-            def add(obj: dict[str, Any]) -> None:
-                name, rec = self._node_record(obj)
-                if name:
-                    nodes[name] = rec
-
-            self._each("nodes", items, add)
             self._nodes = nodes
             # built off the request path, then swapped in whole
-            self._swap_facts({name: f for name in nodes if (f := self._facts_for(name)) is not None})
+            new: dict[str, NodeFacts] = {}
+            for i, name in enumerate(nodes):
+                if (f := self._facts_for(name)) is not None:
+                    new[name] = f
+                if i % _YIELD_EVERY == 0:
+                    time.sleep(0)  # let a request thread take the GIL now rather than after a 5 ms switch
+            self._swap_facts(new)
             self.metrics.cache_objects.labels("nodes").set(len(self._nodes))
 
     def node_event(self, etype: str, obj: dict[str, Any]) -> None:
@@ -499,17 +558,20 @@ class ClusterCache:
                 del self._jobs[old.job]
         return old.node
 
-    def replace_pods(self, items: list[dict[str, Any]]) -> None:
+    def replace_pods(self, items: Iterable[dict[str, Any]]) -> None:
+        records: list[PodRecord] = []
+
+        def add(obj: dict[str, Any]) -> None:
+            rec = self._pod_record(obj)
+            if rec is not None:
+                records.append(rec)
+
+        self._each("pods", items, add)  # consumes the list as it streams in, without the lock
         with self._lock:
             touched = set(self._pods_by_node)
             self._pods, self._pods_by_node, self._jobs = {}, {}, {}
-
-            def add(obj: dict[str, Any]) -> None:
-                rec = self._pod_record(obj)
-                if rec is not None:
-                    self._add_pod(rec)
-
-            self._each("pods", items, add)
+            for rec in records:
+                self._add_pod(rec)
             self._refresh_many(touched | set(self._pods_by_node))
             self.metrics.cache_objects.labels("pods").set(len(self._pods))
 
@@ -520,12 +582,14 @@ class ClusterCache:
                 self._refresh(name)
             return
         new = dict(self._facts)
-        for name in names:
+        for i, name in enumerate(names):
             facts = self._facts_for(name)
             if facts is None:
                 new.pop(name, None)
             else:
                 new[name] = facts
+            if i % _YIELD_EVERY == 0:
+                time.sleep(0)
         self._swap_facts(new)
 
     def pod_event(self, etype: str, obj: dict[str, Any]) -> None:
@@ -562,18 +626,21 @@ class ClusterCache:
                         str(carrier.node_of(obj))[:253])
         return cm, node, value if isinstance(value, str) else None
 
-    def replace_configmaps(self, items: list[dict[str, Any]]) -> None:
+    def replace_configmaps(self, items: Iterable[dict[str, Any]]) -> None:
+        entries: list[tuple[str, str, str]] = []
+
+        def add(obj: dict[str, Any]) -> None:
+            cm, node, value = self._cm_entry(obj)
+            if node is not None and value is not None:
+                entries.append((cm, node, value))
+
+        self._each("configmaps", items, add)  # consumes the list as it streams in, without the lock
         with self._lock:
             touched = set(self._cm_alloc)
             self._cm_alloc, self._cm_node = {}, {}
-
-            def add(obj: dict[str, Any]) -> None:
-                cm, node, value = self._cm_entry(obj)
-                if node is not None and value is not None:
-                    self._cm_node[cm] = node
-                    self._cm_alloc[node] = value
-
-            self._each("configmaps", items, add)
+            for cm, node, value in entries:
+                self._cm_node[cm] = node
+                self._cm_alloc[node] = value
             self._refresh_many(touched | set(self._cm_alloc))
             self.metrics.cache_objects.labels("configmaps").set(len(self._cm_alloc))
 

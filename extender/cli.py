@@ -200,9 +200,10 @@ def main(argv: list[str]) -> int:
         return 1
     import uvicorn
 
-    from extender.server import listen_socket, uvicorn_config
+    from extender.server import listen_socket, settle_heap, uvicorn_config
 
     try:
+        settle_heap()
         sock = listen_socket(settings.host, settings.port)
         log.info("gputopo extender (%s mode) listening on %s:%d (%s)", settings.mode, *sock.getsockname()[:2],
                  "https, client certificates required" if settings.tls_client_ca_file else

@@ -253,3 +253,39 @@ def test_a_relist_swaps_a_new_view_in() -> None:
         assert (old.free_count, new.free_count) == (8, 1)
     finally:
         stop(cache, api)
+
+
+class _Page:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def release_conn(self) -> None:
+        pass
+
+
+def test_a_list_failing_mid_way_changes_nothing_and_gc_resumes() -> None:
+    """Lists stream page by page; a failure on page 2 leaves the previous view whole."""
+    import gc
+
+    from extender.cache import Reflector
+
+    service = make_service()
+    cache = ClusterCache(prefix=PREFIX, locality_keys=[], registry=service.topologies, metrics=service.metrics)
+    cache.replace_nodes([node_object("gpu-old", BOARD, free=range(8))])
+    calls = []
+
+    def list_nodes(limit: int, _continue: str = "", **_: Any) -> _Page:
+        calls.append(_continue)
+        if _continue:
+            assert not gc.isenabled()  # no collector passes while a list streams in
+            raise ConnectionError("API server went away")
+        page = {"metadata": {"resourceVersion": "5", "continue": "1"}, "items": [node_object("gpu-new", BOARD)]}
+        return _Page(json.dumps(page).encode())
+
+    reflector = Reflector("nodes", list_nodes, cache.replace_nodes, cache.node_event, stop=threading.Event(),
+                          metrics=service.metrics, page_size=1)
+    assert gc.isenabled()
+    with pytest.raises(ConnectionError):
+        reflector._list()
+    assert calls == ["", "1"] and gc.isenabled()
+    assert cache.facts("gpu-old") is not None and cache.facts("gpu-new") is None
