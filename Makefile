@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_simulate.py
 	$(BIN)/python bench/bench_audit_cluster.py
 	$(BIN)/python bench/bench_bandwidth.py
+	$(BIN)/python bench/bench_reliability.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis
