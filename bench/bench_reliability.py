@@ -220,7 +220,7 @@ def cached_service(nodes: list[dict[str, Any]], **config: Any) -> Any:
 
 
 def hostile_bodies(n: int, seed: int = 11) -> list[bytes]:
-    sys.path.insert(0, str(ROOT / "tests" / "extender"))
+    sys.path[:0] = [str(ROOT / "tests" / "extender"), str(ROOT / "tests")]
     import test_ext_fuzz as fz  # the fuzz test's generator, without hypothesis
 
     rng = random.Random(seed)

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from labeler.topology import limits
+from labeler.topology import bounded, limits
 from labeler.topology.links import Link, parse_link_token
 
 __all__ = [
@@ -178,21 +178,7 @@ def parse_idlist(text: str, *, limit: int) -> frozenset[int] | None:
         return None
     if _IDLIST.fullmatch(text) is None:
         raise ValueError(f"not an id list: {text!r}")
-    out: set[int] = set()
-    budget = limit + 1  # repeated ranges ("0-8191,0-8191,...") must not turn a short cell into a long loop
-    for part in text.split(","):
-        lo_s, _, hi_s = part.partition("-")
-        lo = int(lo_s)
-        hi = int(hi_s) if hi_s else lo
-        if hi < lo:
-            raise ValueError(f"descending range {part!r}")
-        if hi > limit:
-            raise ValueError(f"id {hi} above {limit}")
-        budget -= hi - lo + 1
-        if budget < 0:
-            raise ValueError(f"id list expands to more than {limit + 1} ids")
-        out.update(range(lo, hi + 1))
-    return frozenset(out)
+    return bounded.cpulist(text, max_id=limit)  # the one cpulist reader: ids and expansion bounded
 
 
 def parse_gpu_numa_id(text: str) -> int | None:

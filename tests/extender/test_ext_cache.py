@@ -126,8 +126,11 @@ def test_410_gone_relists(cluster: Any, as_http: bool) -> None:
     api.gone_as_http = as_http
     api.compact()
     # while the watches are cut, the world changes; these events are lost with the compaction
-    api.put("nodes", node_object("gpu-late", corpus("h100_1nic"), free={0, 1, 2}))
-    api.compact()
+    # (one critical section: an open nodes watch must not deliver gpu-late first, or its
+    # resourceVersion would equal the compaction point and no 410 would follow)
+    with api.cond:
+        api.put("nodes", node_object("gpu-late", corpus("h100_1nic"), free={0, 1, 2}))
+        api.compact()
     api.kick()
     wait_for(lambda: all(r.lists > n for r, n in zip(cache.reflectors, lists_before, strict=True)))
     wait_for(lambda: free_count(cache, "gpu-late") == 3)

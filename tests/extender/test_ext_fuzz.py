@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from ext_support import PREFIX, PROTOCOL, corpus, make_service, node_object, serve_service
+from hostile_json import paths, replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ext_hostile import FixedView
@@ -51,28 +52,7 @@ PEAK_MIB = 64  # per request, server side (the largest hostile body here is ~200
 GROWTH_MIB = 48  # over the whole run: bounded caches, nothing per-request kept
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value[:3]):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
-def _replace(doc: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    target = doc
-    for part in path[:-1]:
-        target = target[part]
-    target[path[-1]] = new
-    return doc
-
-
-PATHS = [(i, p) for i, r in enumerate(REQUESTS) for p in _paths(r)]
+PATHS = [(i, p) for i, r in enumerate(REQUESTS) for p in paths(r, max_items=3)]
 
 
 def gputopo_node(name: str, damage: Any, where: str) -> dict[str, Any]:
@@ -98,7 +78,7 @@ def bodies(draw: st.DrawFn) -> bytes:
         return json.dumps(draw(json_value)).encode()
     if kind == 2:
         i, path = draw(st.sampled_from(PATHS))
-        doc = _replace(copy.deepcopy(REQUESTS[i]), path, draw(json_value))
+        doc = replace(copy.deepcopy(REQUESTS[i]), path, draw(json_value))
         raw = json.dumps(doc, allow_nan=True).encode()
         if draw(st.booleans()):
             raw = raw.replace(b'"1e400"', b"1e400").replace(b'"NaN"', b"NaN")  # as JSON numbers/literals
@@ -196,9 +176,9 @@ def _sample(rng: Any) -> bytes:
     """Hostile bodies without hypothesis (tracemalloc would follow its own bookkeeping)."""
     value = rng.choice(HOSTILE)
     i = rng.randrange(len(REQUESTS))
-    path = rng.choice(_paths(REQUESTS[i]))
+    path = rng.choice(paths(REQUESTS[i], max_items=3))
     if rng.random() < 0.5:
         nodes = [gputopo_node(n, rng.choice(HOSTILE), rng.choice(["topology", "allocation", "whole"]))
                  for n in NAMES]
         return json.dumps({"Pod": REQUESTS[0]["Pod"], "Nodes": {"items": nodes}, "NodeNames": None}).encode()
-    return json.dumps(_replace(copy.deepcopy(REQUESTS[i]), path, value), allow_nan=True).encode()
+    return json.dumps(replace(copy.deepcopy(REQUESTS[i]), path, value), allow_nan=True).encode()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import factories
+from hostile_json import paths, replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,38 +88,17 @@ def test_random_json_at_the_document_decoders(value: Any) -> None:
         only((CodecError,), lambda: allocation.decode(text))
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
-def _replace(doc: Any, path: tuple[Any, ...], new: Any) -> Any:
-    if not path:
-        return new
-    target = doc
-    for part in path[:-1]:
-        target = target[part]
-    target[path[-1]] = new
-    return doc
-
-
 DGX1 = serialize.to_dict(factories.dgx1_v100())
 DGX1["gpus"][0]["cpu_affinity"] = "0-19,40-59"
 ALLOC = json.loads(allocation.encode(allocation.AllocationState(frozenset({0, 1, 5}), {2: "ml/a", 3: "ml/b"}, 17)))
 
 
 @SETTINGS
-@given(st.sampled_from(_paths(DGX1)), json_value, st.sampled_from(_paths(ALLOC)), json_value)
+@given(st.sampled_from(paths(DGX1)), json_value, st.sampled_from(paths(ALLOC)), json_value)
 def test_real_documents_with_one_hostile_field(tpath: tuple[Any, ...], tval: Any, apath: tuple[Any, ...],
                                                aval: Any) -> None:
-    topo_doc = _replace(json.loads(json.dumps(DGX1)), tpath, tval)
-    alloc_doc = _replace(json.loads(json.dumps(ALLOC)), apath, aval)
+    topo_doc = replace(json.loads(json.dumps(DGX1)), tpath, tval)
+    alloc_doc = replace(json.loads(json.dumps(ALLOC)), apath, aval)
     with bounded_memory():
         only((CodecError,), lambda: labels.decode_topology({KEY: dumps(topo_doc)}))
         only((CodecError,), lambda: allocation.decode(dumps(alloc_doc)))
