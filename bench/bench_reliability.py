@@ -94,7 +94,40 @@ def probe_bounds() -> dict[str, Any]:
     out["cpulist_held_mib"] = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
     del topo
+    out |= _running_extender_cpulist()
     return out
+
+
+def _running_extender_cpulist() -> dict[str, Any]:
+    """One 8-GPU node whose every GPU has ``cpu_affinity: "0-1000000"`` (format v1, which old and new code
+    read) in one stateless filter request to a running extender: time and the server's RSS before/after."""
+    from extender.scoring import DEFAULT_STRATEGIES, resolve
+    from extender.service import Service, ServiceConfig
+    from extender.settings import DEFAULT_LOCALITY_KEYS
+
+    gpus = 8
+    links = [["X" if i == j else "NV18" for j in range(gpus)] for i in range(gpus)]
+    doc = {"v": 1, "gpus": [{"index": i, "cpu_affinity": "0-1000000"} for i in range(gpus)], "nics": [],
+           "links": links}
+    node = {"metadata": {"name": "gpu-x", "labels": {"gputopo.io/schema": "v1", "gputopo.io/gpu-count": "8"},
+                         "annotations": {"gputopo.io/topology": json.dumps(doc)}}}
+    pod = json.loads((PROTOCOL / "pod-pytorchjob-worker.json").read_text())
+    body = json.dumps({"Pod": pod, "Nodes": {"items": [node]}, "NodeNames": None}).encode()
+
+    def build() -> Any:
+        config = ServiceConfig(prefix="gputopo.io/", locality_keys=DEFAULT_LOCALITY_KEYS,
+                               scorer=resolve(DEFAULT_STRATEGIES))
+        return app_for(Service(config), max_body_bytes=64 << 20)
+
+    with Server(build, settings_for("stateless")) as srv:
+        before = srv.rss
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=600)
+        t = time.perf_counter()
+        conn.request("POST", "/filter", body=body, headers={"Content-Type": "application/json"})
+        status = conn.getresponse().status
+        took = time.perf_counter() - t
+        time.sleep(1)
+        return {"served_status": status, "served_s": took, "served_body": len(body), "served_rss": (before, srv.rss)}
 
 
 # -- servers ----------------------------------------------------------------------------------------------
@@ -533,13 +566,16 @@ def section_bounds(before: str | None) -> None:
             rows.insert(0, (f"before ({before})", _probe_in(Path(tmp))))
     print("## 4. Bounds (placement search, cpulist decoding)\n")
     print("| code | 24-GPU mesh k=12: time, steps, exact, bottleneck | 16-GPU mesh k=12: time, steps, exact | "
-          "decode cpu_affinity '0-1000000': result, time, tracemalloc peak / held MiB |")
-    print("|---|---|---|---|")
+          "decode cpu_affinity '0-1000000': result, time, tracemalloc peak / held MiB | the same on 8 GPUs in one "
+          "stateless request to a running extender: status, time, RSS MiB before -> after |")
+    print("|---|---|---|---|---|")
     for label, r in rows:
+        rss = r["served_rss"]
         print(f"| {label} | {r['mesh24_k12_s']:.3f} s, {r['mesh24_k12_steps']}, {r['mesh24_k12_exact']}, "
               f"{r['mesh24_k12_bottleneck']} | {r['mesh16_k12_s']:.3f} s, {r['mesh16_k12_steps']}, "
               f"{r['mesh16_k12_exact']} | {r['cpulist_result']}, {r['cpulist_s']:.3f} s, "
-              f"{r['cpulist_peak_mib']:.1f} / {r['cpulist_held_mib']:.1f} |", flush=True)
+              f"{r['cpulist_peak_mib']:.1f} / {r['cpulist_held_mib']:.1f} | {r['served_status']}, "
+              f"{r['served_s']:.2f} s ({r['served_body']} B body), {rss[0]:.0f} -> {rss[1]:.0f} |", flush=True)
     print()
 
 
