@@ -4,12 +4,10 @@ The analysis itself is pure (:mod:`labeler.topology.report`); this module only
 reads the input, renders, and maps every outcome to a documented exit code
 (``EXIT_CODES``, printed by ``--help``).
 
-Why the input is bounded here: ``nvidia-smi topo -m`` of the largest real node
-in the corpus is 17 KB, so nothing legitimate comes near ``MAX_INPUT_BYTES``
-(1 MiB), while an unbounded read of a 50 MB line or of ``/dev/zero`` exhausts
-memory before the parser sees a byte. A regular file is refused by its size
-without being read; anything else (stdin, a FIFO, a character device) is read
-up to one byte past the limit and refused if that byte arrives. Whatever goes
+The input is read by :mod:`gputopo.bounded_input`, the one size-limited reader:
+``nvidia-smi topo -m`` of the largest real node in the corpus is 17 KB, so nothing
+legitimate comes near ``MAX_INPUT_BYTES`` (1 MiB), while an unbounded read of a 50 MB
+line or of ``/dev/zero`` exhausts memory before the parser sees a byte. Whatever goes
 wrong beyond that is one line on stderr and exit code 1, never a traceback.
 """
 
@@ -18,8 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gputopo import guard
+from gputopo.bounded_input import SMI_TEXT_BYTES, InputTooLarge, read_text
 from gputopo.guard import PipeSafeConsole as _Console
 from labeler.topology import labels, picture, report, smi_parser
 from labeler.topology.errors import ProbeError, TopologyParseError
@@ -46,7 +43,7 @@ EXIT_PARSE = 2
 EXIT_PROBE = 3
 EXIT_INTERRUPTED = guard.EXIT_INTERRUPTED
 #: the most input read from FILE or stdin (60x the largest real `nvidia-smi topo -m` in the corpus)
-MAX_INPUT_BYTES = 1 << 20
+MAX_INPUT_BYTES = SMI_TEXT_BYTES
 
 EXIT_CODES = f"""\
 exit status:
@@ -61,10 +58,6 @@ exit status:
 
 
 PICTURE_FORMATS = ("svg", "png")
-
-
-class InputTooLarge(Exception):
-    """The input exceeds :data:`MAX_INPUT_BYTES`."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,26 +81,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--svg", metavar="PATH", action="append", default=[], help="same as --picture PATH --format svg")
     p.add_argument("--prefix", default=labels.DEFAULT_PREFIX, help="label prefix (default: %(default)s)")
     return p
-
-
-def _read(file: str) -> tuple[str, str]:
-    """The input as text, at most ``MAX_INPUT_BYTES`` read; ``InputTooLarge`` or ``OSError`` otherwise."""
-    if file == "-":
-        return _read_bounded(sys.stdin.buffer, "stdin"), "<stdin>"
-    with open(file, "rb") as f:  # a FIFO blocks here until a writer opens it, as `cat` would
-        st = os.fstat(f.fileno())
-        if stat.S_ISREG(st.st_mode):
-            if st.st_size > MAX_INPUT_BYTES:
-                raise InputTooLarge(f"{st.st_size} bytes, more than the {MAX_INPUT_BYTES} an audit reads")
-            return _read_bounded(f, "file"), file
-        return _read_bounded(f, "not a regular file"), file
-
-
-def _read_bounded(stream: Any, what: str) -> str:
-    data = stream.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
-        raise InputTooLarge(f"{what}: more than the {MAX_INPUT_BYTES} bytes an audit reads")
-    return bytes(data).decode("utf-8", errors="replace")
 
 
 def _probe_local() -> tuple[Topology, list[Finding]]:
@@ -134,10 +107,10 @@ def _main(argv: Sequence[str]) -> int:
         if args.file is None:
             topo, extra = _probe_local()
         else:
-            text, name = _read(args.file)
-            topo = smi_parser.parse(text, source=name)
+            text = read_text(args.file, MAX_INPUT_BYTES)
+            topo = smi_parser.parse(text, source="<stdin>" if args.file == "-" else args.file)
     except InputTooLarge as err:
-        print(f"gputopo audit: {args.file}: input refused: {err}", file=sys.stderr)
+        print(f"gputopo audit: {args.file}: {err}", file=sys.stderr)
         return EXIT_PARSE
     except OSError as err:
         print(f"gputopo audit: cannot read {args.file}: {err.strerror or err}", file=sys.stderr)

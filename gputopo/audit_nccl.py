@@ -86,7 +86,8 @@ def main(argv: Sequence[str], *, out: Any = None) -> int:
 def _main(argv: Sequence[str], out: Any) -> int:
     args = _parser().parse_args(list(argv))
     stdout = out if out is not None else sys.stdout
-    from gputopo.topology_input import read_limited, read_topology
+    from gputopo.bounded_input import InputTooLarge, read_text
+    from gputopo.topology_input import read_topology
 
     try:
         prefix = labels.validate_prefix(args.prefix)
@@ -96,10 +97,13 @@ def _main(argv: Sequence[str], out: Any) -> int:
         return EXIT_INPUT
     topo: Topology | None = None
     try:
-        text = read_limited(args.log, nccl_log.MAX_LOG_CHARS)
+        text = read_text(args.log, nccl_log.MAX_LOG_CHARS)  # UTF-8 never has more characters than bytes
         log = nccl_log.parse(text, source="<stdin>" if args.log == "-" else args.log)
         if args.topology:
             topo = read_topology(args.topology, prefix=prefix)
+    except InputTooLarge as err:
+        print(f"gputopo audit nccl: {err.path}: {err}", file=sys.stderr)
+        return EXIT_INPUT
     except OSError as err:
         print(f"gputopo audit nccl: cannot read: {err.strerror or err} ({getattr(err, 'filename', '')})",
               file=sys.stderr)

@@ -7,36 +7,26 @@ Accepted forms, told apart by their first character:
   (``kubectl get node NAME -o json``: the ``{prefix}topology`` annotation is decoded),
   or the output of ``gputopo audit FILE --json`` (its ``topology`` key).
 
-The file is hostile input: it is read up to :data:`MAX_TOPOLOGY_BYTES` and refused
-beyond, and every decoding failure is a :class:`TopologyError` with a one-line reason.
+The file is hostile input: it is read by :mod:`gputopo.bounded_input` up to
+:data:`MAX_TOPOLOGY_BYTES` (JSON: a whole Node as ``kubectl -o json`` prints it) and refused
+beyond, the text form beyond :data:`~gputopo.bounded_input.SMI_TEXT_BYTES` (as for ``gputopo
+audit FILE``), and every decoding failure is a :class:`TopologyError` with a one-line reason.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
+from gputopo.bounded_input import SMI_TEXT_BYTES, TOPOLOGY_JSON_BYTES, InputTooLarge, read_bytes
 from labeler.topology import labels, serialize, smi_parser
-from labeler.topology.errors import CodecError, TopologyError
+from labeler.topology.errors import CodecError
 from labeler.topology.model import Topology
 
-__all__ = ["MAX_TOPOLOGY_BYTES", "read_limited", "read_topology"]
+__all__ = ["MAX_TOPOLOGY_BYTES", "read_topology"]
 
-#: A 16-GPU, 40-NIC `nvidia-smi topo -m` is ~15 KB; the annotation is capped at 256 KiB by the API server.
-MAX_TOPOLOGY_BYTES = 4 * 1024 * 1024
-
-
-def read_limited(path: str, limit: int) -> str:
-    """The text of ``path`` (``-`` for stdin), refusing more than ``limit`` bytes. OSError/TopologyError."""
-    if path == "-":
-        data = sys.stdin.buffer.read(limit + 1)
-    else:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise TopologyError(f"{path}: larger than {limit} bytes")
-    return data.decode("utf-8", errors="replace")
+#: the most read of a --topology FILE (its JSON forms; the `nvidia-smi topo -m` text form: SMI_TEXT_BYTES)
+MAX_TOPOLOGY_BYTES = TOPOLOGY_JSON_BYTES
 
 
 def _from_json(text: str, source: str, prefix: str) -> Topology:
@@ -63,9 +53,13 @@ def _from_json(text: str, source: str, prefix: str) -> Topology:
 
 
 def read_topology(path: str, *, prefix: str = labels.DEFAULT_PREFIX) -> Topology:
-    """Read and decode one topology file. Raises OSError or :class:`TopologyError` (incl. parse errors)."""
-    text = read_limited(path, MAX_TOPOLOGY_BYTES)
+    """Read and decode one topology file. Raises OSError or :class:`TopologyError` (incl. parse errors,
+    :class:`~gputopo.bounded_input.InputTooLarge`)."""
+    data = read_bytes(path, MAX_TOPOLOGY_BYTES)
     source = "<stdin>" if path == "-" else path
-    if text.lstrip().startswith("{"):
-        return _from_json(text, source, prefix)
-    return smi_parser.parse(text, source=source)
+    if data.lstrip().startswith(b"{"):
+        return _from_json(data.decode("utf-8", errors="replace"), source, prefix)
+    if len(data) > SMI_TEXT_BYTES:
+        raise InputTooLarge(path, f"{len(data)} bytes of `nvidia-smi topo -m` text, more than the "
+                                  f"{SMI_TEXT_BYTES} an audit reads")
+    return smi_parser.parse(data.decode("utf-8", errors="replace"), source=source)
