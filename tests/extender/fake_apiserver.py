@@ -9,13 +9,18 @@ It speaks what the official ``kubernetes`` client expects on the wire:
   for every change after R; when R is older than the compaction point it sends
   the apiserver's ``ERROR`` event with a ``Status`` of code 410 ("too old resource
   version"), or, with ``gone_as_http=True``, answers HTTP 410 to the watch request;
-- the same for ``/api/v1/pods``, and for ``/api/v1/namespaces/{ns}/configmaps``
-  (only that namespace's objects), all honouring an equality ``labelSelector``
-  (``k=v,k2=v2``) on LIST and WATCH;
-- LIST also honours a ``fieldSelector`` of ``=``/``==``/``!=`` terms on dotted paths
-  (``status.phase=Pending,spec.nodeName=``; an absent field reads as ``""``), sets
-  ``remainingItemCount`` on a page of an unfiltered list, and, as the API server does
-  from its watch cache, answers ``resourceVersion=0`` with every object in one page;
+- the same for ``/api/v1/pods``, ``/api/v1/namespaces/{ns}/pods`` and
+  ``/api/v1/namespaces/{ns}/configmaps`` (only that namespace's objects), all honouring
+  an equality ``labelSelector`` (``k=v,k2=v2``) on LIST and WATCH;
+- LIST also honours a ``fieldSelector`` of ``=``/``==``/``!=`` terms (``status.phase=Pending,
+  spec.nodeName=``; an absent field reads as ``""``) on exactly the field labels kube-apiserver
+  supports for the kind (:data:`FIELD_LABELS`), and answers any other label with the API
+  server's 400; sets ``remainingItemCount`` on a page of an unfiltered list; and, as the API
+  server does from its watch cache, answers ``resourceVersion=0`` with every object in one page;
+- a filtered page (label or field selector) that fills ``limit`` carries a ``continue`` token
+  whenever any object, matching or not, follows its last item, so the next page can be empty:
+  the API server pages through etcd keys, not through matches (docs/e2e.md, "What the real
+  programs showed");
 - ``refuse[kind] = code`` answers every request for that kind with that HTTP status
   (403 for an RBAC refusal); ``expire_continue = n`` answers the next n LISTs that carry a
   ``continue`` token with 410 ``Expired``, as the API server does once the token's
@@ -38,7 +43,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 KINDS = {"/api/v1/nodes": ("nodes", "NodeList"), "/api/v1/pods": ("pods", "PodList")}
-_CONFIGMAPS = re.compile(r"/api/v1/namespaces/([^/]+)/configmaps")
+_NAMESPACED = re.compile(r"/api/v1/namespaces/([^/]+)/(configmaps|pods)")
+#: the field labels kube-apiserver v1.37 accepts in a fieldSelector, per kind (asked of the real one)
+FIELD_LABELS = {
+    "nodes": frozenset({"metadata.name", "spec.unschedulable"}),
+    "pods": frozenset({"metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy",
+                       "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase",
+                       "status.podIP", "status.podIPs", "status.nominatedNodeName"}),
+    "configmaps": frozenset({"metadata.name", "metadata.namespace"}),
+}
 
 
 def _matches(obj: dict[str, Any], namespace: str | None, selector: dict[str, str]) -> bool:
@@ -56,15 +69,27 @@ def _field(obj: dict[str, Any], path: str) -> str:
     return "" if cur is None else str(cur)
 
 
-def _field_matches(obj: dict[str, Any], text: str | None) -> bool:
+def _field_terms(kind: str, text: str | None) -> list[tuple[str, bool, str]] | str:
+    """``(path, negated, value)`` per term, or the API server's 400 message for the selector."""
+    terms = []
     for term in (text or "").split(","):
         if not term.strip():
             continue
+        if "=" not in term:
+            return f"invalid selector: '{text}'; can't understand '{term}'"
         neg = "!=" in term
         path, _, value = term.replace("!=", "=").replace("==", "=").partition("=")
-        if (_field(obj, path.strip()) == value.strip()) == neg:
-            return False
-    return True
+        path = path.strip()
+        if path not in FIELD_LABELS[kind]:
+            if kind == "configmaps":  # the generic registry's wording
+                return f'"{path}" is not a known field selector: only "metadata.name", "metadata.namespace"'
+            return f"field label not supported: {path}"
+        terms.append((path, neg, value.strip()))
+    return terms
+
+
+def _field_matches(obj: dict[str, Any], terms: list[tuple[str, bool, str]]) -> bool:
+    return all((_field(obj, path) == value) != neg for path, neg, value in terms)
 
 
 def _selector(text: str | None) -> dict[str, str]:
@@ -183,8 +208,9 @@ class FakeApiServer:
                 url = urlparse(self.path)
                 q = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 ns: str | None = None
-                if (m := _CONFIGMAPS.fullmatch(url.path)) is not None:
-                    kind, list_kind, ns = "configmaps", "ConfigMapList", m.group(1)
+                if (m := _NAMESPACED.fullmatch(url.path)) is not None:
+                    ns, kind = m.group(1), m.group(2)
+                    list_kind = {"configmaps": "ConfigMapList", "pods": "PodList"}[kind]
                 elif url.path in KINDS:
                     kind, list_kind = KINDS[url.path]
                 else:
@@ -205,22 +231,31 @@ class FakeApiServer:
                     api.expire_continue -= 1
                     self._json(410, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
                                      "reason": "Expired", "message": "The provided continue parameter is too old"})
+                elif isinstance(terms := _field_terms(kind, q.get("fieldSelector")), str):
+                    self._json(400, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400,
+                                     "reason": "BadRequest", "message": terms})
                 else:
                     limit = 0 if q.get("resourceVersion") == "0" else int(q.get("limit") or 0)
-                    self._list(kind, list_kind, limit, q.get("continue"), ns, sel, q.get("fieldSelector"))
+                    self._list(kind, list_kind, limit, q.get("continue"), ns, sel, terms)
 
             def _list(self, kind: str, list_kind: str, limit: int, cont: str | None, ns: str | None,
-                      sel: dict[str, str], fields: str | None = None) -> None:
+                      sel: dict[str, str], terms: list[tuple[str, bool, str]]) -> None:
                 with api.cond:
-                    keys = sorted(k for k, o in api.objects[kind].items()
-                                  if _matches(o, ns, sel) and _field_matches(o, fields))
+                    # like etcd: walk every key of the kind (and namespace) in order, keep the matches;
+                    # the continue token is the position after the last key looked at
+                    keys = sorted(k for k, o in api.objects[kind].items() if _matches(o, ns, {}))
                     start = int(cont) if cont else 0
-                    end = len(keys) if limit <= 0 else min(len(keys), start + limit)
-                    items = [api.encoded(kind, k) for k in keys[start:end]]
+                    items: list[bytes] = []
+                    end = start
+                    while end < len(keys) and (limit <= 0 or len(items) < limit):
+                        obj = api.objects[kind][keys[end]]
+                        if _matches(obj, ns, sel) and _field_matches(obj, terms):
+                            items.append(api.encoded(kind, keys[end]))
+                        end += 1
                     meta: dict[str, Any] = {"resourceVersion": str(api.rv)}
                     if end < len(keys):
                         meta["continue"] = str(end)
-                        if not sel and not fields:
+                        if not sel and not terms:
                             meta["remainingItemCount"] = len(keys) - end
                 head = json.dumps({"kind": list_kind, "apiVersion": "v1", "metadata": meta})[:-1].encode()
                 body = head + b',"items":[' + b",".join(items) + b"]}"
