@@ -46,7 +46,7 @@ from .kubebin import REPO, kube_bin
 from .pki import Pki, make_pki
 from .procs import Proc, free_port, kill_group, wait_for
 
-__all__ = ["NAMESPACE", "SCHEDULER_NAMESPACE", "Cluster", "main"]
+__all__ = ["NAMESPACE", "SCHEDULER_NAMESPACE", "SCHEDULER_USER", "Cluster", "main", "requests_of"]
 
 NAMESPACE = "gputopo-system"  # agents, their allocation ConfigMaps, the extender
 SCHEDULER_NAMESPACE = "gputopo-scheduler"  # the second scheduler: its configuration, SA and Lease
@@ -56,6 +56,7 @@ EXTENDER_SA = "gputopo-extender"
 AGENT_SA = "gputopo-labeler"
 AGENT_DAEMONSET = "gputopo-labeler"
 STATE_FILE = "state.json"
+SCHEDULER_USER = f"system:serviceaccount:{SCHEDULER_NAMESPACE}:{SCHEDULER_SA}"
 
 
 def _pretty(obj: Any) -> str:
@@ -82,6 +83,11 @@ class Cluster:
     @property
     def admin_kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """kube-apiserver's audit log: one JSON event per request of a gputopo ServiceAccount."""
+        return self.logs / "audit.log"
 
     @property
     def server(self) -> str:
@@ -125,6 +131,8 @@ class Cluster:
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",  # no kubelet or kube-proxy: the `kubernetes` Endpoints is not used
             "--profiling=false",
+            f"--audit-policy-file={self._audit_policy()}", f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json", "--audit-log-mode=blocking",
             "--v=1",
         ])
         self._write_admin_kubeconfig()
@@ -134,6 +142,40 @@ class Cluster:
         wait_for("RBAC bootstrap", self._admin_can_list, timeout_s, alive=apiserver.dead)
         self.save_state()
         return self
+
+    def _audit_policy(self) -> Path:
+        """Metadata (who, verb, object, response code; no bodies) of every request of our ServiceAccounts.
+
+        What the components really call is then on record: the scheduler scenarios check that
+        the scheduler's least-privilege RBAC refused none of its requests.
+        """
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(_pretty({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata", "userGroups": [f"system:serviceaccounts:{NAMESPACE}",
+                                                           f"system:serviceaccounts:{SCHEDULER_NAMESPACE}"]},
+                      {"level": "None"}]}))
+        return path
+
+    def audit_events(self, user: str) -> list[dict[str, Any]]:
+        """The requests of ``user`` (``system:serviceaccount:ns:name``) in the audit log, once each.
+
+        A request is counted when answered; a watch when its stream started (or was refused).
+        """
+        out = []
+        if not self.audit_log.exists():
+            return out
+        with self.audit_log.open(encoding="utf-8") as f:
+            for line in f:
+                ev = json.loads(line)
+                code = (ev.get("responseStatus") or {}).get("code", 0)
+                if ev.get("verb") == "watch":  # a stream that started, or one refused before it could
+                    count = ev.get("stage") == "ResponseStarted" or code >= 400
+                else:
+                    count = ev.get("stage") == "ResponseComplete"
+                if count and ev.get("user", {}).get("username") == user:
+                    out.append(ev)
+        return out
 
     def _start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
         proc = Proc(name, list(argv), self.logs / f"{name}.log", env=env).start()
@@ -358,6 +400,25 @@ class Cluster:
         url = f"http://127.0.0.1:{port}"
         wait_for(f"{name} /readyz", lambda: _http_get(f"{url}/readyz") is not None, timeout_s, alive=proc.dead)
         return proc, url
+
+
+def requests_of(events: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Audit events summed up: ``"verb group/resource[/subresource] [ns/name]"`` → {HTTP code: count}.
+
+    Namespaced objects name their namespace only where RBAC is per name (Leases, ConfigMaps).
+    """
+    out: dict[str, dict[str, int]] = {}
+    for ev in events:
+        ref = ev.get("objectRef") or {}
+        what = ("/".join(x for x in (ref.get("apiGroup") or "core", ref["resource"], ref.get("subresource")) if x)
+                if ref.get("resource") else ev.get("requestURI", "").split("?")[0])
+        if ref.get("resource") in ("leases", "configmaps", "leasecandidates"):
+            what += f" {ref.get('namespace', '')}/{ref.get('name', '*')}"
+        key = f"{ev['verb']} {what}"
+        code = str((ev.get("responseStatus") or {}).get("code"))
+        out.setdefault(key, {}).setdefault(code, 0)
+        out[key][code] += 1
+    return dict(sorted(out.items()))
 
 
 def _http_get(url: str, ctx: ssl.SSLContext | None = None, timeout_s: float = 3.0) -> bytes | None:

@@ -9,8 +9,13 @@ SubjectAccessReview through ``kubectl auth can-i``). Pods never run: there is no
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
 
 from .cluster import AGENT_SA, EXTENDER_SA, NAMESPACE, SCHEDULER_NAMESPACE, SCHEDULER_SA, Cluster
 
@@ -60,8 +65,6 @@ _CANNOT = {
     AGENT_SA: [("list", "nodes"), ("watch", "nodes"), ("delete", "nodes"), ("list", "configmaps"), ("get", "secrets"),
                ("create", "pods")],
     EXTENDER_SA: [("patch", "nodes"), ("create", "pods/binding"), ("get", "secrets"), ("update", "configmaps")],
-    # (system:kube-scheduler, bound cluster-wide as the Kubernetes docs do, also lets it update any Lease
-    # named kube-scheduler, the default scheduler's included: a property of the built-in role)
     SCHEDULER_SA: [("update", "leases.coordination.k8s.io/other"), ("get", "secrets"), ("patch", "nodes")],
 }
 
@@ -84,3 +87,69 @@ def test_agent_cannot_touch_the_scheduler_configuration(cluster: Cluster) -> Non
             out = cluster.kubectl("auth", "can-i", verb, resource, "-n", SCHEDULER_NAMESPACE,
                                   f"--as=system:serviceaccount:{NAMESPACE}:{AGENT_SA}", check=False)
             assert out.stdout.strip() == "no", (verb, resource)
+
+
+def _lease(name: str, holder: str) -> dict[str, Any]:
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}}
+
+
+def test_the_scheduler_cannot_touch_the_default_schedulers_lease(cluster: Cluster) -> None:
+    """With the scheduler's own ServiceAccount token: kube-system/kube-scheduler is out of its reach.
+
+    Before (system:kube-scheduler bound cluster-wide, as the Kubernetes docs' multi-scheduler recipe
+    does) it could read and update that Lease, i.e. take over the default scheduler's leadership,
+    and create Leases in any namespace; its own Lease works as before.
+    """
+    coordination = k8s.CoordinationV1Api(cluster.api)
+    try:  # the default scheduler's Lease, as it holds it
+        coordination.create_namespaced_lease("kube-system", _lease("kube-scheduler", "default-scheduler_1"))  # type: ignore[arg-type]
+    except ApiException as err:
+        if err.status != 409:
+            raise
+    api = k8s_config.new_client_from_config(config_file=str(cluster.sa_kubeconfig(SCHEDULER_SA, SCHEDULER_NAMESPACE)))
+    as_scheduler = k8s.CoordinationV1Api(api)
+    for call in (
+        lambda: as_scheduler.read_namespaced_lease("kube-scheduler", "kube-system"),
+        lambda: as_scheduler.replace_namespaced_lease("kube-scheduler", "kube-system", _lease(  # type: ignore[arg-type]
+            "kube-scheduler", "gputopo-scheduler_1")),
+        lambda: as_scheduler.patch_namespaced_lease("kube-scheduler", "kube-system",
+                                                    {"spec": {"holderIdentity": "gputopo-scheduler_1"}}),
+        lambda: as_scheduler.create_namespaced_lease("kube-system", _lease("gputopo-scheduler", "x")),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ApiException) as err:
+            call()
+        assert err.value.status == 403, err.value
+    held = coordination.read_namespaced_lease("kube-scheduler", "kube-system")
+    assert held.spec.holder_identity == "default-scheduler_1"
+    # its own Lease (leaderElection.resourceName/resourceNamespace) it may create and renew
+    try:
+        as_scheduler.create_namespaced_lease(SCHEDULER_NAMESPACE, _lease("gputopo-scheduler", "e2e_1"))  # type: ignore[arg-type]
+    except ApiException as err:
+        if err.status != 409:
+            raise
+    own = as_scheduler.read_namespaced_lease("gputopo-scheduler", SCHEDULER_NAMESPACE)
+    own.spec.holder_identity = "e2e_2"
+    assert as_scheduler.replace_namespaced_lease("gputopo-scheduler", SCHEDULER_NAMESPACE, own).spec.holder_identity \
+        == "e2e_2"
+    coordination.delete_namespaced_lease("gputopo-scheduler", SCHEDULER_NAMESPACE)
+
+
+def _triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or "*") of each grant."""
+    return {(g, r, v, n) for rule in rules for g in rule.get("apiGroups") or [] for r in rule.get("resources") or []
+            for v in rule.get("verbs") or [] for n in rule.get("resourceNames") or ["*"]}
+
+
+def test_the_scheduler_role_is_the_built_in_one_without_leader_election(cluster: Cluster) -> None:
+    """manifests/scheduler/rbac.yaml's ClusterRole = this server's system:kube-scheduler minus Leases.
+
+    A Kubernetes version whose kube-scheduler needs more (a new plugin's informer) changes the
+    built-in role; this test then fails here rather than a scheduler in a cluster.
+    """
+    rbac = k8s.RbacAuthorizationV1Api(cluster.api)
+    builtin = cluster.api.sanitize_for_serialization(rbac.read_cluster_role("system:kube-scheduler"))["rules"]
+    ours = cluster.api.sanitize_for_serialization(rbac.read_cluster_role("gputopo-scheduler"))["rules"]
+    election = {t for t in _triples(builtin) if t[1] in ("leases", "leasecandidates")}
+    assert election and {t[1] for t in election} == {"leases", "leasecandidates"}  # what is left out
+    assert _triples(ours) == _triples(builtin) - election

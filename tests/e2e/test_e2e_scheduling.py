@@ -40,7 +40,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .cluster import Cluster
+from .cluster import SCHEDULER_USER, Cluster, requests_of
 from .kubebin import REPO
 from .procs import wait_for
 from .scenario import Scenario, class_of, notebook_pod, pytorch_worker, start_scenario, vllm_pod
@@ -138,3 +138,15 @@ def test_stand_in_published_every_allocation(scenario: Scenario) -> None:
     for node, used in by_node.items():
         cm = scenario.cluster.core.read_namespaced_config_map(carrier.configmap_name(node), "gputopo-system")
         assert allocation.decode(cm.data[carrier.DATA_KEY]).used == used
+
+
+def test_the_scheduler_rbac_refused_none_of_its_requests(scenario: Scenario) -> None:
+    """Least privilege that still works: every request kube-scheduler made as gputopo-scheduler, from
+    the API server's audit log, was allowed (manifests/scheduler/rbac.yaml, docs/extender.md)."""
+    seen = requests_of(scenario.cluster.audit_events(SCHEDULER_USER))
+    refused = {k: v for k, v in seen.items() if "403" in v}
+    assert not refused, refused
+    assert seen["create core/pods/binding"] == {"201": 6}  # 2 workers, 2 vLLM replicas, 2 notebook pods
+    assert "200" in seen["update coordination.k8s.io/leases gputopo-scheduler/gputopo-scheduler"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "scheduler-requests.json").write_text(json.dumps(seen, indent=1) + "\n")

@@ -24,9 +24,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import watch
 
-from .cluster import Cluster, metric
+from .cluster import SCHEDULER_CONFIGMAP, SCHEDULER_NAMESPACE, SCHEDULER_USER, Cluster, metric, requests_of
 from .conftest import report
 from .fleet import create_nodes, preencoded_node, topology
 from .kubebin import REPO
@@ -110,9 +111,15 @@ def test_throughput_with_and_without_the_extender(fleet_1000: tuple[Cluster, str
     prioritized = metric(url, "gputopo_extender_requests_total", 'verb="prioritize"', 'outcome="ok"')
     assert filtered >= PODS and prioritized >= PODS, (filtered, prioritized)  # every pod went through us
     ratio = with_ext["pods_per_s"] / without["pods_per_s"]
+    refused = {k: v for k, v in requests_of(cluster.audit_events(SCHEDULER_USER)).items() if "403" in v}
+    assert not refused, refused  # the scheduler's least-privilege RBAC held at 2 x PODS bindings
+    cm = cluster.core.read_namespaced_config_map(SCHEDULER_CONFIGMAP, SCHEDULER_NAMESPACE)
+    conn = yaml.safe_load((cm.data or {})["config.yaml"]).get("clientConnection", {})
+    client = {"qps": conn.get("qps", 50), "burst": conn.get("burst", 100)}  # absent: kube-scheduler's defaults
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "throughput.json").write_text(json.dumps({"without": without, "with": with_ext,
-                                                          "ratio": round(ratio, 3)}, indent=2))
-    report(f"throughput: {PODS} pods on {NODES} nodes: without extender {without['pods_per_s']} pods/s, "
-           f"with extender {with_ext['pods_per_s']} pods/s, ratio {ratio:.2f}")
+                                                          "ratio": round(ratio, 3), "client": client}, indent=2))
+    report(f"throughput: {PODS} pods on {NODES} nodes, client QPS {client['qps']} burst {client['burst']}: "
+           f"without extender {without['pods_per_s']} pods/s, with extender {with_ext['pods_per_s']} pods/s, "
+           f"ratio {ratio:.2f}")
     assert without["pods"] == with_ext["pods"] == PODS

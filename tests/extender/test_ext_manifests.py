@@ -82,7 +82,7 @@ def test_extender_rbac_is_read_only_nodes_and_pods() -> None:
 
 def test_scheduler_rbac_and_config_mount() -> None:
     refs = {d["roleRef"]["name"] for d in docs(MANIFESTS / "scheduler" / "rbac.yaml") if "roleRef" in d}
-    assert {"system:kube-scheduler", "system:volume-scheduler", "extension-apiserver-authentication-reader",
+    assert {"gputopo-scheduler", "system:volume-scheduler", "extension-apiserver-authentication-reader",
             "gputopo-scheduler-leader-election"} <= refs
     lease = one("scheduler", "Role")
     assert any(r.get("resourceNames") == ["gputopo-scheduler"] for r in lease["rules"])

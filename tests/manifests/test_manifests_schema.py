@@ -162,6 +162,11 @@ def test_scheduler_configuration_structure(where: str, cfg: dict[str, Any]) -> N
     assert set(cfg) <= known, f"{where}: unknown fields {set(cfg) - known}"
     for prof in cfg.get("profiles", []) or []:
         assert isinstance(prof.get("schedulerName", "default-scheduler"), str)
+    conn = cfg.get("clientConnection", {})
+    assert set(conn) <= {"kubeconfig", "acceptContentTypes", "contentType", "qps", "burst"}, where
+    # the defaults (50/100) cap binding at ~50 pods/s (docs/e2e.md, "Throughput"): set both, burst >= qps
+    assert isinstance(conn.get("qps"), int | float) and isinstance(conn.get("burst"), int), where
+    assert conn["qps"] > 50 and conn["burst"] >= conn["qps"], where
     for ext in cfg.get("extenders", []) or []:
         assert str(ext["urlPrefix"]).startswith(("http://", "https://")), where
         verbs = {"filterVerb", "prioritizeVerb", "preemptVerb", "bindVerb"}

@@ -53,7 +53,7 @@ def test_scheduler_lives_in_its_own_namespace() -> None:
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     for path in sorted((ROOT / "scheduler").glob("*.yaml")):
         for d in _docs(path):
-            if d["kind"] in ("Namespace", "ClusterRoleBinding", "Kustomization"):
+            if d["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding", "Kustomization"):
                 continue
             want = "kube-system" if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == \
                 "extension-apiserver-authentication-reader" else name
@@ -92,16 +92,27 @@ def test_scheduler_pod_meets_restricted_and_its_rbac_is_minimal() -> None:
     _restricted_pod(_one("scheduler", "Deployment")["spec"]["template"]["spec"])
     rbac = _docs(ROOT / "scheduler" / "rbac.yaml")
     refs = sorted((d["kind"], d["roleRef"]["kind"], d["roleRef"]["name"]) for d in rbac if "roleRef" in d)
-    assert refs == [("ClusterRoleBinding", "ClusterRole", "system:kube-scheduler"),
+    # not system:kube-scheduler: it grants every Lease named kube-scheduler (the default scheduler's)
+    assert refs == [("ClusterRoleBinding", "ClusterRole", "gputopo-scheduler"),
                     ("ClusterRoleBinding", "ClusterRole", "system:volume-scheduler"),
                     ("RoleBinding", "Role", "extension-apiserver-authentication-reader"),
                     ("RoleBinding", "Role", "gputopo-scheduler-leader-election")]
+    (cluster_role,) = [d for d in rbac if d["kind"] == "ClusterRole"]
+    granted = {(g, r, v) for rule in cluster_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    assert not {r for _, r, _ in granted} & {"leases", "leasecandidates", "secrets", "configmaps", "*"}
+    assert not [rule for rule in cluster_role["rules"] if "resourceNames" in rule or "*" in rule["verbs"]]
+    writes = {(r, v) for _, r, v in granted if v not in ("get", "list", "watch")}
+    assert {r for r, _ in writes} == {"events", "pods", "bindings", "pods/binding", "pods/status", "tokenreviews",
+                                      "subjectaccessreviews", "resourceclaims", "resourceclaims/status",
+                                      "resourceclaims/binding", "pods/finalizers"}
     (role,) = [d for d in rbac if d["kind"] == "Role"]
+    election = _scheduler_config(_one("scheduler", "ConfigMap"))["leaderElection"]
+    assert role["metadata"]["namespace"] == election["resourceNamespace"]
     assert role["rules"] == [
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["gputopo-scheduler"],
-         "verbs": ["get", "update"]}]
-    assert not [d for d in rbac if d["kind"] in ("ClusterRole",)]  # no role of our own beyond the Lease
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [election["resourceName"]],
+         "verbs": ["get", "list", "update", "watch"]}]
 
 
 # -- NetworkPolicy -----------------------------------------------------------------------------------------------
