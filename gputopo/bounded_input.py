@@ -11,7 +11,8 @@ replacement characters: the parsers report what they cannot read, by line.
 What each input may weigh (docs/audit.md, "Input limits"):
 
 - ``nvidia-smi topo -m`` text (``audit FILE``, and the text form of ``--topology``):
-  :data:`SMI_TEXT_BYTES`, 1 MiB, 60x the largest real output in the corpus (17 KB);
+  :data:`SMI_TEXT_BYTES`, 1 MiB: the parser's own limit (``labeler.topology.limits.MAX_SMI_CHARS``;
+  60x the largest real output in the corpus, 17 KB), so nothing is read that it would refuse;
 - topology JSON (``audit pod|nccl --topology``: the annotation, a whole Node, ``audit --json``):
   :data:`TOPOLOGY_JSON_BYTES`, 4 MiB: etcd stores at most 1.5 MiB per object and
   ``kubectl get node -o json`` pretty-prints it;
@@ -26,12 +27,13 @@ import stat
 import sys
 from typing import BinaryIO
 
+from labeler.topology import limits
 from labeler.topology.errors import TopologyError
 
 __all__ = ["SMI_TEXT_BYTES", "TOPOLOGY_JSON_BYTES", "InputTooLarge", "read_bytes", "read_text"]
 
-#: the most `nvidia-smi topo -m` text read (60x the largest real output in the corpus, 17 KB)
-SMI_TEXT_BYTES = 1 << 20
+#: the most `nvidia-smi topo -m` text read: what the parser accepts (UTF-8 has no more characters than bytes)
+SMI_TEXT_BYTES = limits.MAX_SMI_CHARS
 #: the most topology JSON read: a whole Node (at most 1.5 MiB in etcd) as `kubectl -o json` prints it
 TOPOLOGY_JSON_BYTES = 4 << 20
 
