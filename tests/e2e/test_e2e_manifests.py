@@ -18,6 +18,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from .cluster import AGENT_SA, EXTENDER_SA, NAMESPACE, SCHEDULER_NAMESPACE, SCHEDULER_SA, Cluster
+from .kubebin import REPO
 
 
 def test_every_object_of_the_default_overlay_exists(cluster: Cluster) -> None:
@@ -153,3 +154,20 @@ def test_the_scheduler_role_is_the_built_in_one_without_leader_election(cluster:
     election = {t for t in _triples(builtin) if t[1] in ("leases", "leasecandidates")}
     assert election and {t[1] for t in election} == {"leases", "leasecandidates"}  # what is left out
     assert _triples(ours) == _triples(builtin) - election
+
+
+def test_the_network_policies_are_stored_as_written(cluster: Cluster) -> None:
+    """The API server validates and stores both policies (applied with the overlay) exactly as rendered:
+    the agents' metrics rule (namespace opt-in label, kube-prometheus's Prometheus pods) and the
+    extender's scheduler-only rule. No CNI runs here, so what they admit is checked offline
+    (tests/manifests/test_security_manifests.py); that they mean the same on a server is checked here."""
+    out = cluster.kubectl("apply", "--server-side", "--dry-run=server", "--validate=strict",
+                          "--field-manager=gputopo-e2e", "-f", str(REPO / "manifests/labeler/networkpolicy.yaml"),
+                          "-f", str(REPO / "manifests/extender/networkpolicy.yaml")).stdout
+    assert out.count("serverside-applied (server dry run)") == 2, out
+    net = k8s.NetworkingV1Api(cluster.api)
+    for path in ("manifests/labeler/networkpolicy.yaml", "manifests/extender/networkpolicy.yaml"):
+        (want,) = [d for d in yaml.safe_load_all((REPO / path).read_text()) if d]
+        got = cluster.api.sanitize_for_serialization(
+            net.read_namespaced_network_policy(want["metadata"]["name"], want["metadata"]["namespace"]))
+        assert got["spec"] == want["spec"], path

@@ -131,16 +131,44 @@ def test_extender_admits_only_the_scheduler() -> None:
     (port,) = rule["ports"]
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert [p["name"] for p in c["ports"]] == [port["port"]] and port["protocol"] == "TCP"
-    # nothing else in the extender's namespace is selected by a rule that admits more
-    others = [p for p in _docs(ROOT / "labeler" / "networkpolicy.yaml")]
-    assert all(not o["spec"].get("ingress") for o in others)
+    # no other policy of the install admits anything to the extender's pods (policies add up)
+    others = _docs(ROOT / "labeler" / "networkpolicy.yaml")
+    assert all(not (o["spec"]["podSelector"]["matchLabels"].items() <= tmpl_labels.items()) for o in others)
 
 
-def test_labeler_accepts_no_connections() -> None:
+def test_labeler_admits_only_metrics_scrapers() -> None:
+    """The agents' /metrics port, from an opted-in namespace or kube-prometheus's Prometheus; nothing else."""
     pol = _one("labeler", "NetworkPolicy")
     ds = _one("labeler", "DaemonSet")
-    assert pol["spec"]["podSelector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
-    assert pol["spec"]["policyTypes"] == ["Ingress"] and "ingress" not in pol["spec"]
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert pol["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert pol["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = pol["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http-metrics", "protocol": "TCP"}]
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
+    (port,) = [p for p in c["ports"] if p["name"] == "http-metrics"]
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    assert env["GPUTOPO_HEALTH_PORT"] == str(port["containerPort"])  # the port that serves /metrics, only it
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"gputopo.io/metrics-scraper": "true"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+    ]
+    # every peer is gated by a namespace label (set by cluster admins), none is empty (= everything)
+    assert all(p.get("namespaceSelector", {}).get("matchLabels") for p in rule["from"])
+    scrape = ds["spec"]["template"]["metadata"]["annotations"]  # the community chart's annotation discovery
+    assert (scrape["prometheus.io/scrape"], scrape["prometheus.io/port"], scrape["prometheus.io/path"]) == (
+        "true", str(port["containerPort"]), "/metrics")
+
+
+def test_the_podmonitor_example_scrapes_what_the_policy_admits() -> None:
+    (mon,) = _docs(ROOT / "examples" / "prometheus-podmonitor.yaml")
+    ds = _one("labeler", "DaemonSet")
+    assert mon["kind"] == "PodMonitor" and mon["metadata"]["namespace"] == ds["metadata"]["namespace"]
+    assert mon["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    (endpoint,) = mon["spec"]["podMetricsEndpoints"]
+    (rule,) = _one("labeler", "NetworkPolicy")["spec"]["ingress"]
+    assert endpoint["port"] == rule["ports"][0]["port"] and endpoint["path"] == "/metrics"
 
 
 # -- probes --------------------------------------------------------------------------------------------------
