@@ -266,6 +266,8 @@ def audited(cluster: Cluster) -> Iterator[AuditCluster]:
     report(f"audit cluster: {len(specs)} nodes created and labelled by their agents in {t_agents:.1f}s, "
            f"everything set up in {time.monotonic() - t0:.1f}s")
     yield AuditCluster(cluster, {s.name: s for s in specs}, kubeconfig, now)
+    for c in agent_clients.values():
+        c.api_client.close()
 
 
 def audit(a: AuditCluster, *args: str) -> tuple[int, dict[str, Any], float]:
