@@ -57,9 +57,13 @@ def test_node_cache_capable_matches_the_extender_mode() -> None:
     args = dict(a.removeprefix("--").split("=", 1) for a in container["args"])
     assert (args["mode"] == "cached") is ext["nodeCacheCapable"]
     env = {e["name"]: e["value"] for e in container.get("env", [])}
-    settings = load(mode=args["mode"], port=int(args["port"]), max_body_bytes=int(args["max-body-bytes"]),
+    # every flag the Deployment passes is a valid setting (flag --a-b is the field a_b)
+    settings = load(**{k.replace("-", "_"): v for k, v in args.items()},
                     locality_keys=env["GPUTOPO_EXTENDER_LOCALITY_KEYS"].split(","))
     assert settings.port == container["ports"][0]["containerPort"]
+    # cached mode receives node names only: the Deployment must not widen the body limit to the
+    # stateless mode's 64 MiB (a few hostile requests could then hold hundreds of MiB)
+    assert settings.mode == "cached" and settings.body_limit <= 8 * 1024 * 1024
     probes = {container["readinessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["path"]}
     assert probes == {"/readyz", "/healthz"}
 
