@@ -3,7 +3,7 @@
 Layers, each importable without the ones below it:
 
 - :mod:`extender.wire`      the extender wire types (Go field names, case-insensitive decode)
-- :mod:`extender.workload`  what a Pod asks for (GPU count, intent, job identity)
+- :mod:`policy.workload`    (policy layer) what a Pod asks for (GPU count, intent, job identity)
 - :mod:`extender.nodes`     what a Node offers (decoded labels/annotations, free GPUs)
 - :mod:`extender.evaluate`  per (topology, free set, k) placement facts, memoised
 - :mod:`extender.scoring`   the 0..10 scoring strategies and their one weights table

@@ -68,11 +68,11 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from extender import workload as wl
 from extender.metrics import Metrics
 from extender.nodes import NodeFacts, TopologyRegistry, broken, facts_from_parts
 from extender.scoring import Siblings
 from labeler.topology import allocation, carrier, labels
+from policy import workload as wl
 
 __all__ = ["ClusterCache", "PodRecord", "Reflector"]
 

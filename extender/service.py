@@ -37,7 +37,6 @@ from typing import Any, Protocol
 import pydantic_core
 from pydantic import ValidationError
 
-from extender import workload as wl
 from extender.evaluate import ContextRegistry, Evaluation
 from extender.metrics import Metrics
 from extender.nodes import (
@@ -53,6 +52,7 @@ from extender.nodes import (
 from extender.scoring import ScoreInput, Scorer, Siblings
 from extender.wire import ExtenderArgs, PriorityEncoder, encode_filter_result
 from labeler.topology.links import LinkLevel
+from policy import workload as wl
 
 __all__ = ["Answer", "ClusterView", "Service", "ServiceConfig"]
 

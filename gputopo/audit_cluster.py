@@ -28,13 +28,13 @@ from rich.console import Console
 
 from extender.settings import ExtenderSettings
 from extender.settings import _split as _split_commas  # the extender's reading of comma-separated settings
-from extender.workload import GPU_RESOURCE
 from gputopo import guard
 from labeler.agent.settings import AgentSettings
 from labeler.topology import carrier, labels
 from labeler.topology.findings import Severity
 from policy.cluster_audit import SEVERITY_ORDER, ClusterAudit, audit
 from policy.cluster_nodes import DEFAULT_POOL_KEYS, DEFAULT_TYPE_KEYS, AuditConfig
+from policy.workload import GPU_RESOURCE
 
 __all__ = ["EXIT_CODES", "AuditClusterSettings", "main"]
 

@@ -34,11 +34,11 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from extender.workload import gpu_request, parse_quantity_int
 from labeler.topology import carrier
 from labeler.topology.findings import Severity
 from policy.cluster_audit import PendingPod
 from policy.cluster_nodes import GFD_COUNT, GFD_PRESENT, ClusterFinding, NodeInput
+from policy.workload import gpu_request, parse_quantity_int
 
 __all__ = ["PENDING_SELECTOR", "ClusterReadError", "ListStats", "ReadResult", "Reporter", "paused_gc", "read_cluster"]
 

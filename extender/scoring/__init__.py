@@ -26,8 +26,8 @@ from types import ModuleType
 
 from extender.scoring import affinity, fit, level, nic, pack
 from extender.scoring.base import ScoreInput, Siblings, ratio_score, round_half_up
-from extender.workload import Kind
 from labeler.topology.errors import ConfigError
+from policy.workload import Kind
 
 __all__ = [
     "DEFAULT_STRATEGIES",

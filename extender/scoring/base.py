@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from extender.evaluate import Evaluation
 from extender.nodes import NodeFacts
-from extender.workload import Kind
+from policy.workload import Kind
 
 __all__ = ["ScoreInput", "Siblings", "ratio_score", "round_half_up"]
 

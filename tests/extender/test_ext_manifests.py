@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 from ext_support import PREFIX
 
-from extender import workload as wl
 from extender.settings import load
+from policy import workload as wl
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 

@@ -16,7 +16,7 @@ import pytest
 from ext_support import PREFIX, corpus, filter_body, make_service, node_object, pod
 
 from extender import scoring
-from extender.workload import Kind
+from policy.workload import Kind
 
 KF = {
     "training.kubeflow.org/job-name": "llm",

@@ -17,7 +17,7 @@ import pytest
 from extender.scoring import DEFAULT_STRATEGIES, resolve
 from extender.service import Service, ServiceConfig
 from extender.settings import DEFAULT_LOCALITY_KEYS
-from extender.workload import Intent, Kind
+from policy.workload import Intent, Kind
 from simulator.extender_policy import ExtenderPolicy, pod_object
 from simulator.model import PodSpec
 

@@ -1,9 +1,11 @@
 """What a Pod asks for: GPU count, placement intent, workload kind and job identity.
 
-Why a separate, pure module: the same reading is needed by filter, prioritize
-and the cached mode's pod informer (to account for bound pods and find job
-siblings), and it must never raise on a strange Pod — a kube-scheduler request
-is never answered with an error because of a pod we do not understand.
+Why a separate, pure module in the policy layer: the same reading is needed by
+the extender's filter and prioritize, its cached mode's pod informer (to account
+for bound pods and find job siblings), the simulator (which builds the Pod a
+controller would create and reads it back here) and the cluster audit; and it
+must never raise on a strange Pod — a kube-scheduler request is never answered
+with an error because of a pod we do not understand.
 
 GPU count (Kubernetes' effective request, ``resourcehelper.PodRequests``):
 ``max(sum over containers, max over init containers)`` of ``nvidia.com/gpu``,
@@ -21,8 +23,8 @@ Intent annotations (documented in ``docs/extender.md``):
   from labels and container arguments.
 
 An invalid value never fails the request: the pod falls back to ``preferred``
-and the problem is returned in :attr:`Workload.problems` (logged and counted
-by the service).
+and the problem is returned in :attr:`Workload.problems` (the extender logs
+and counts it).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class Intent(enum.Enum):
 
     REQUIRED = "required"  # filter drops nodes that cannot meet the level
     PREFERRED = "preferred"  # scoring only (the default)
-    IGNORE = "ignore"  # the extender passes every node and scores it neutrally
+    IGNORE = "ignore"  # every node passes and scores neutrally (0)
 
 
 class Kind(enum.Enum):
@@ -93,7 +95,7 @@ class JobKey:
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """Everything the extender needs to know about one pod."""
+    """Everything a placement decision needs to know about one pod."""
 
     namespace: str
     name: str

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from ext_support import PREFIX, PROTOCOL, pod
 
-from extender import workload as wl
 from labeler.topology.links import LinkLevel
+from policy import workload as wl
 
 
 def containers(*limits: Any, inits: tuple[Any, ...] = (), sidecars: tuple[Any, ...] = ()) -> dict[str, Any]:
