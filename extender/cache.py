@@ -18,7 +18,7 @@ Memory is bounded by keeping only what the extender reads: for Nodes our own
 labels, the locality labels and two annotation strings (interned: identical
 machines share one string); for Pods only bound, non-terminated pods that
 request GPUs, as small records. Parsed topologies are cached by annotation
-string in :class:`~extender.nodes.TopologyRegistry`.
+string in :class:`~policy.nodes.decode.TopologyRegistry`.
 
 Allocation: the agent's default carrier is a per-node ConfigMap
 ``gputopo-alloc-<node>`` in ``allocation_namespace`` (labelled
@@ -29,7 +29,7 @@ or the ConfigMap deleted) the Node's ``{prefix}allocation`` annotation is used.
 Only the allocation string is kept per ConfigMap (one per node).
 
 Pods bound but not yet in the agent's allocation annotation are counted
-against the node's free GPUs (see :func:`extender.nodes.apply_pending`: an
+against the node's free GPUs (see :func:`policy.nodes.facts.apply_pending`: an
 estimate assuming the device plugin takes the Placer's best set).
 
 Damaged objects (docs/reliability.md). Every object is handled on its own: an
@@ -69,10 +69,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from extender.metrics import Metrics
-from extender.nodes import NodeFacts, TopologyRegistry, broken, facts_from_parts
 from extender.scoring import Siblings
 from labeler.topology import allocation, carrier, labels
 from policy import workload as wl
+from policy.nodes.decode import TopologyRegistry
+from policy.nodes.facts import NodeFacts, broken, facts_from_parts
 
 __all__ = ["ClusterCache", "PodRecord", "Reflector"]
 
@@ -366,7 +367,6 @@ class ClusterCache:
         self.metrics = metrics
         self.resource = resource
         self.allocation_namespace = allocation_namespace
-        self._alloc_key = prefix + allocation.ANNOTATION_SUFFIX
         self._cm_alloc: dict[str, str] = {}  # node → allocation value from its ConfigMap
         self._cm_node: dict[str, str] = {}  # ConfigMap name → node (DELETED events, label changes)
         self._keep_labels = frozenset(self.locality_keys)
@@ -452,19 +452,16 @@ class ClusterCache:
             return None
         try:
             pods = sorted(self._pods_by_node.get(name, {}).values(), key=lambda p: (p.created, p.key))
-            annotations = rec.annotations
-            from_cm = self._cm_alloc.get(name)
-            if from_cm is not None:  # the ConfigMap carrier wins over a (possibly stale) Node annotation
-                annotations = {**annotations, self._alloc_key: from_cm}
             facts = facts_from_parts(
                 name,
                 rec.labels,
-                annotations,
+                rec.annotations,
                 prefix=self.prefix,
                 locality_keys=self.locality_keys,
                 registry=self.registry,
                 used_extra=[(p.key, p.gpus) for p in pods],
                 allocation_max_age_s=self.allocation_max_age_s,
+                allocation_configmap=self._cm_alloc.get(name),  # the ConfigMap carrier wins over the annotation
             )
         except Exception as err:  # our bug meets this node's data: it alone fails open
             log.exception("node %s: internal error while reading it; it fails open", name[:253])

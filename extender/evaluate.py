@@ -166,7 +166,7 @@ class TopoContext:
 
 
 class ContextRegistry:
-    """:class:`TopoContext` per wiring id (ids come from :class:`~extender.nodes.TopologyRegistry`).
+    """:class:`TopoContext` per wiring id (ids come from :class:`~policy.nodes.decode.TopologyRegistry`).
 
     Bounded by estimated bytes (each context at its full memo, see
     :meth:`TopoContext.cost_bytes`) as well as by entries: one context per kind

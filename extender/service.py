@@ -39,20 +39,13 @@ from pydantic import ValidationError
 
 from extender.evaluate import ContextRegistry, Evaluation
 from extender.metrics import Metrics
-from extender.nodes import (
-    REQUEST_DECODE_CHARS,
-    DecodeBudget,
-    NodeFacts,
-    NodeState,
-    TopologyRegistry,
-    broken,
-    facts_from_object,
-    node_name,
-)
 from extender.scoring import ScoreInput, Scorer, Siblings
 from extender.wire import ExtenderArgs, PriorityEncoder, encode_filter_result
 from labeler.topology.links import LinkLevel
 from policy import workload as wl
+from policy.nodes.decode import REQUEST_DECODE_CHARS, DecodeBudget, TopologyRegistry
+from policy.nodes.facts import NodeFacts, broken, facts_from_object, node_name, tally
+from policy.nodes.state import NodeState
 
 __all__ = ["Answer", "ClusterView", "Service", "ServiceConfig"]
 
@@ -199,23 +192,13 @@ class Service:
 
     def _count_unusable(self, verb: str, facts: Sequence[NodeFacts | None]) -> tuple[int, int]:
         """Count (and log once per request) nodes that are not ours, unknown, or fail open."""
-        not_ours = unknown = 0
-        bad: dict[str, list[str]] = {}
-        ok, not_ours_state = NodeState.OK, NodeState.NOT_OURS
-        for f in facts:
-            if f is None:
-                unknown += 1
-            elif f.state is not ok:
-                if f.state is not_ours_state:
-                    not_ours += 1
-                else:
-                    bad.setdefault(f.fail_reason or "no_data", []).append(f.name)
-        if unknown and self.view is not None and self.view.synced:
-            self.metrics.fail_open.labels("unknown_node").inc(unknown)
-        for reason, names in bad.items():
+        t = tally(facts)
+        if t.unknown and self.view is not None and self.view.synced:
+            self.metrics.fail_open.labels("unknown_node").inc(t.unknown)
+        for reason, names in t.fail_open.items():
             self.metrics.fail_open.labels(reason).inc(len(names))
             log.warning("%s: %d node(s) fail open (%s), e.g. %s", verb, len(names), reason, ", ".join(names[:5]))
-        return not_ours, sum(len(v) for v in bad.values())
+        return t.not_ours, t.fail_open_count
 
     # -- filter ----------------------------------------------------------------------
     def filter(self, body: bytes) -> Answer:

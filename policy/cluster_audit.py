@@ -187,7 +187,8 @@ def _node_dict(v: NodeView) -> dict[str, Any]:
         alloc["free"] = sorted(v.state.free)
         alloc["used"] = {str(g): pod for g, pod in sorted(v.state.used.items())}
     return {
-        "name": v.name, "labelled": v.labelled, "usable": v.usable, "pool": v.pool, "instance_type": v.instance_type,
+        "name": v.name, "labelled": v.labelled, "state": v.node_state.value, "usable": v.usable, "pool": v.pool,
+        "instance_type": v.instance_type,
         "class": v.topology_class, "status": v.status, "status_reason": v.status_reason, "schema": v.schema,
         "gpus": v.gpu_count, "gpu_capacity": v.gpu_capacity, "gpu_name": v.gpu_name, "shapes": shapes,
         "unschedulable": v.unschedulable, "allocation": alloc,

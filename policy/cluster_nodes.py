@@ -10,11 +10,14 @@ Every value read from the cluster is hostile. Each node is decoded on its own wi
 :func:`labeler.topology.allocation.decode`), and whatever they refuse, or whatever a decoder
 raises, becomes a finding on that node ("undecodable …"): one bad object never stops the audit.
 
-Freshness is the agent's own heartbeat: the allocation's ``ts`` is re-stamped every
-``allocation_refresh_s`` (the agent's ``allocation_refresh``, 600 s) even when nothing changed, and
-the extender fails open on a node whose ``ts`` is older than ``allocation_max_age_s`` (its
-``allocation_max_age_seconds``, 1800 s). The audit takes both from their owners' settings and
-applies the extender's rule, so "stale" here means exactly "the extender ignores this node".
+Which nodes the extender judges follows :mod:`policy.nodes.state`, the one definition the extender
+and the simulator use too ("ours", trusted status, decodable data, stale allocation): the audit
+calls :func:`~policy.nodes.state.classify` on the same labels and annotations, so ``usable`` and
+"stale" here mean exactly what the extender does with the node. Freshness is the agent's own
+heartbeat: the allocation's ``ts`` is re-stamped every ``allocation_refresh_s`` (the agent's
+``allocation_refresh``, 600 s) even when nothing changed, and the extender fails open on a node whose
+``ts`` is older than ``allocation_max_age_s`` (its ``allocation_max_age_seconds``, 1800 s). The audit
+takes both from their owners' settings.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from labeler.topology.allocation import AllocationState
 from labeler.topology.errors import CodecError
 from labeler.topology.findings import Severity
 from labeler.topology.model import Topology
+from policy.nodes.state import NodeState, allocation_text, classify, is_ours, is_stale, status_problem
 
 __all__ = [
     "DEFAULT_POOL_KEYS",
@@ -132,7 +136,13 @@ class Freshness(enum.StrEnum):
 
 @dataclass(slots=True)
 class NodeView:
-    """One node as decoded; ``usable`` = what the extender would score (status ok|degraded, data current)."""
+    """One node as decoded.
+
+    ``node_state``: the extender's view of it (:func:`policy.nodes.state.classify`). ``usable``: the
+    extender judges it on current data (``node_state`` ok) *and* the audit can count its GPUs: an
+    allocation is published (without one the extender estimates "all free") and its ``ts`` is not
+    from the future (a skewed clock would hide a dead agent).
+    """
 
     name: str
     gpu_node: bool
@@ -152,6 +162,7 @@ class NodeView:
     state: AllocationState | None = None
     freshness: Freshness = Freshness.NONE
     age_s: float | None = None
+    node_state: NodeState = NodeState.NOT_OURS
     usable: bool = False
 
     @property
@@ -172,6 +183,13 @@ class Decoder:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self._topo: dict[str, tuple[Topology, str] | str] = {}
+
+    def topology_or_raise(self, text: str) -> Topology:
+        """:meth:`topology` as the node-state rules want it: the topology, or a ``CodecError``."""
+        hit = self.topology(text)
+        if isinstance(hit, str):
+            raise CodecError(hit)
+        return hit[0]
 
     def topology(self, text: str) -> tuple[Topology, str] | str:
         """``(topology, class)`` or the reason it was refused."""
@@ -222,7 +240,7 @@ def view_node(inp: NodeInput, cfg: AuditConfig, decoder: Decoder) -> tuple[NodeV
     """Decode one node; never raises for any content of ``inp``."""
     p = cfg.prefix
     lab, ann = inp.labels, inp.annotations
-    labelled = p + labels.SCHEMA in lab or p + labels.GPU_COUNT in lab or p + labels.ANNOTATION_TOPOLOGY in ann
+    labelled = is_ours(lab, ann, p)
     # capacity -1: the GPU resource is advertised with an unreadable value, which only a device plugin does
     gpu_node = (inp.gpu_capacity is not None and inp.gpu_capacity != 0) or _gfd_says_gpu(lab)
     view = NodeView(
@@ -252,17 +270,19 @@ def view_node(inp: NodeInput, cfg: AuditConfig, decoder: Decoder) -> tuple[NodeV
     view.status = status
     reason = ann.get(p + labels.ANNOTATION_STATUS_REASON)
     view.status_reason = _one_line(reason, 300) if reason else None
-    trusted = status in (labels.Status.OK, labels.Status.DEGRADED)
+    trusted = status_problem(status, p) is None
     if status == labels.Status.ERROR:
         add(Severity.ERROR, "status-error",
             f"status=error ({view.status_reason or 'no reason given'}): the agent cannot describe the node now; "
             "its other labels are kept from an earlier probe and the extender fails open")
     elif status == labels.Status.DEGRADED:
         add(Severity.WARNING, "status-degraded", f"status=degraded ({view.status_reason or 'no reason given'})")
+    elif status is None:
+        add(Severity.WARNING, "undecodable-status", "no status label (a partial write, or not an agent's); "
+            "the extender reads the node as ok")
     elif not trusted:
-        shown = "absent" if status is None else repr(_one_line(status, 63))
-        add(Severity.WARNING, "undecodable-status", f"status label {shown} is not ok|degraded|error; "
-            "the extender fails open")
+        add(Severity.WARNING, "undecodable-status", f"status label {_one_line(status, 63)!r} is not "
+            "ok|degraded|error; the extender fails open")
     try:
         readable = dict(lab)
         if status not in labels.Status.__members__.values():  # flagged above; read the shapes anyway
@@ -298,10 +318,27 @@ def view_node(inp: NodeInput, cfg: AuditConfig, decoder: Decoder) -> tuple[NodeV
                     f"label topology-class={_one_line(label_class, 63)} but the topology annotation hashes to "
                     f"{computed}: labels and annotation disagree (a partial write, or edited by hand)")
     _check_capacity(view, add)
-    _read_allocation(inp, view, cfg, add)
-    view.usable = (trusted and view.topo is not None and view.state is not None
-                   and view.freshness in (Freshness.FRESH, Freshness.UNSTAMPED))
+    refused = _read_allocation(inp, view, cfg, add)
+    view.node_state = _node_state(inp, view, cfg, decoder, refused)
+    view.usable = (view.node_state is NodeState.OK and view.state is not None
+                   and view.freshness is not Freshness.FUTURE)
     return view, found
+
+
+def _node_state(inp: NodeInput, view: NodeView, cfg: AuditConfig, decoder: Decoder, refused: str | None) -> NodeState:
+    """The extender's rules on this node's data, with the values this audit already decoded."""
+
+    def decoded_allocation(_text: str) -> AllocationState:  # the same text _read_allocation read
+        if view.state is None:
+            raise CodecError(refused or "undecodable")
+        return view.state
+
+    try:
+        return classify(inp.labels, inp.annotations, prefix=cfg.prefix, topology=decoder.topology_or_raise,
+                        allocation_decoder=decoded_allocation, allocation_configmap=inp.allocation_configmap,
+                        allocation_max_age_s=cfg.allocation_max_age_s, now=cfg.now).state
+    except Exception:  # defensive: the rules failing on hostile data mark this node unjudged, nothing else
+        return NodeState.NO_DATA
 
 
 def _check_capacity(view: NodeView, add: _Add) -> None:
@@ -318,28 +355,25 @@ def _check_capacity(view: NodeView, add: _Add) -> None:
             "a lost GPU shrinks the topology)")
 
 
-def _read_allocation(inp: NodeInput, view: NodeView, cfg: AuditConfig, add: _Add) -> None:
-    p = cfg.prefix
-    if inp.allocation_configmap is not None:
-        text, view.allocation_source = inp.allocation_configmap, "configmap"
-    elif (from_node := inp.annotations.get(p + allocation.ANNOTATION_SUFFIX)) is not None:
-        text, view.allocation_source = from_node, "annotation"
-    else:
+def _read_allocation(inp: NodeInput, view: NodeView, cfg: AuditConfig, add: _Add) -> str | None:
+    """Decode the allocation the extender would read; the codec's message when it is refused."""
+    text, view.allocation_source = allocation_text(inp.annotations, inp.allocation_configmap, cfg.prefix)
+    if text is None:
         if view.status != labels.Status.ERROR:
             add(Severity.WARNING, "no-allocation",
                 "no allocation published (no gputopo-alloc ConfigMap, no allocation annotation): freshness unknown, "
                 "and the extender counts every GPU free")
-        return
+        return None
     try:
         state = allocation.decode(text)
     except CodecError as err:
         add(Severity.WARNING, "undecodable-allocation", f"allocation ({view.allocation_source}) refused: "
             f"{_one_line(str(err))}; the extender fails open")
-        return
+        return _one_line(str(err))
     except Exception as err:  # defensive: a codec bug is this node's problem
         add(Severity.WARNING, "undecodable-allocation",
             f"allocation decoder failed: {type(err).__name__}: {_one_line(str(err))}")
-        return
+        return "decoder failed"
     view.state = state
     if state.observed_at is None:
         view.freshness = Freshness.UNSTAMPED
@@ -347,7 +381,7 @@ def _read_allocation(inp: NodeInput, view: NodeView, cfg: AuditConfig, add: _Add
         age = cfg.now - state.observed_at
         view.age_s = age
         limit = cfg.allocation_max_age_s
-        if limit > 0 and age > limit:
+        if is_stale(age, limit):
             view.freshness = Freshness.STALE
             add(Severity.WARNING, "stale-allocation",
                 f"last confirmed {_age_text(age)} ago, more than allocation_max_age_seconds ({limit:g} s; an agent "
@@ -366,5 +400,6 @@ def _read_allocation(inp: NodeInput, view: NodeView, cfg: AuditConfig, add: _Add
         if unknown:
             add(Severity.WARNING, "allocation-mismatch",
                 f"allocation names GPUs {','.join(map(str, unknown[:16]))} that the topology does not have")
+    return None
 
 

@@ -40,13 +40,15 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from extender.nodes import NodeFacts, NodeState, TopologyRegistry, facts_from_parts
 from extender.scoring import DEFAULT_STRATEGIES, Siblings, resolve
 from extender.service import Service, ServiceConfig
 from extender.settings import DEFAULT_LOCALITY_KEYS
 from labeler.topology import allocation, labels
 from labeler.topology.model import Topology
 from policy import workload as wl
+from policy.nodes.decode import TopologyRegistry
+from policy.nodes.facts import NodeFacts, facts_from_parts
+from policy.nodes.state import NodeState
 from simulator.model import PodSpec
 
 __all__ = ["NAMESPACE", "ExtenderPolicy", "Workload", "pod_object"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from extender.evaluate import Evaluation
-from extender.nodes import NodeFacts
+from policy.nodes.facts import NodeFacts
 from policy.workload import Kind
 
 __all__ = ["ScoreInput", "Siblings", "ratio_score", "round_half_up"]

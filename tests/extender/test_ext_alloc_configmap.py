@@ -22,9 +22,9 @@ from fake_apiserver import FakeApiServer
 from test_ext_cache import core_v1, free_count, stop, wait_for
 
 from extender.cache import ClusterCache
-from extender.nodes import NodeState
 from extender.service import Service
 from labeler.topology import allocation, carrier
+from policy.nodes.state import NodeState
 
 NS = "gputopo-system"
 

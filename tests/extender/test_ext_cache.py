@@ -21,8 +21,8 @@ from kubernetes import client
 
 from extender.app import create_app
 from extender.cache import ClusterCache
-from extender.nodes import NodeState
 from extender.service import Service
+from policy.nodes.state import NodeState
 
 ZONE = "topology.kubernetes.io/zone"
 

@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ext_hostile import FixedView
 
-from extender.nodes import facts_from_object
 from extender.service import Service, ServiceConfig
 from labeler.topology import allocation, labels
+from policy.nodes.facts import facts_from_object
 
 REQUESTS = [json.loads((PROTOCOL / f).read_text()) for f in (
     "filter-request-nodenames.json", "filter-request-nodes.json",

@@ -25,9 +25,10 @@ import pytest
 from ext_support import PREFIX, corpus, filter_body, make_service, node_object, pod, serve_service
 
 from extender.app import create_app
-from extender.nodes import NodeFacts, NodeState, facts_from_object
 from extender.service import Answer, Service, ServiceConfig
 from labeler.topology import labels
+from policy.nodes.facts import NodeFacts, facts_from_object
+from policy.nodes.state import NodeState
 
 REQUIRED = {PREFIX + "placement": "required"}
 BOARD = corpus("h100_nv18")

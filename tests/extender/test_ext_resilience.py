@@ -31,9 +31,9 @@ from test_ext_cache import core_v1, free_count, stop, wait_for
 
 from extender.app import create_app
 from extender.cache import ClusterCache
-from extender.nodes import NodeState
 from extender.service import Service
 from labeler.topology import carrier, labels
+from policy.nodes.state import NodeState
 
 BOARD = corpus("h100_nv18")
 ALL_DOWN = {"nodes": 500, "pods": 500, "configmaps": 500}  # an API server down behind its load balancer
