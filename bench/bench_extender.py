@@ -46,10 +46,10 @@ import uvicorn  # noqa: E402
 from extender.app import create_app, listen_socket  # noqa: E402
 from extender.cache import ClusterCache  # noqa: E402
 from extender.metrics import Metrics  # noqa: E402
-from extender.scoring import DEFAULT_STRATEGIES, resolve  # noqa: E402
 from extender.service import Service, ServiceConfig  # noqa: E402
 from extender.settings import DEFAULT_LOCALITY_KEYS  # noqa: E402
 from labeler.topology import allocation, labels, smi_parser  # noqa: E402
+from policy.scoring import DEFAULT_STRATEGIES, resolve  # noqa: E402
 
 CORPUS = ROOT / "tests" / "fixtures" / "topo-corpus"
 PROTOCOL = ROOT / "tests" / "fixtures" / "extender-protocol"

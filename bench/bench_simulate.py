@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from simulator import engine, fleet, runner, trace  # noqa: E402
-from simulator.extender_policy import ExtenderPolicy  # noqa: E402
+from simulator.gputopo_policy import GputopoPolicy  # noqa: E402
 from simulator.kubesched import load_scheduler_config  # noqa: E402
 from simulator.model import PodSpec  # noqa: E402
 from simulator.policies import KubeScheduler, NodeChooser  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> int:
         if name == "floor":
             return FirstFit()  # type: ignore[return-value]
         if name == "gputopo-ungrouped":
-            return KubeScheduler("gputopo", cfg, state, ExtenderPolicy(), group_extender=False)
+            return KubeScheduler("gputopo", cfg, state, GputopoPolicy(), group_extender=False)
         return runner.make_chooser(name, state, cfg)
 
     floor_us = None

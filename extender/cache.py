@@ -60,7 +60,6 @@ import random
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,11 +68,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from extender.metrics import Metrics
-from extender.scoring import Siblings
 from labeler.topology import allocation, carrier, labels
 from policy import workload as wl
 from policy.nodes.decode import TopologyRegistry
 from policy.nodes.facts import NodeFacts, broken, facts_from_parts
+from policy.siblings import JobRoster, Siblings
 
 __all__ = ["ClusterCache", "PodRecord", "Reflector"]
 
@@ -374,7 +373,7 @@ class ClusterCache:
         self._nodes: dict[str, _NodeRecord] = {}
         self._pods: dict[str, PodRecord] = {}
         self._pods_by_node: dict[str, dict[str, PodRecord]] = {}
-        self._jobs: dict[wl.JobKey, dict[str, str]] = {}  # job → {pod uid: node}
+        self._jobs = JobRoster()  # job → {pod uid: node}
         self._facts: dict[str, NodeFacts] = {}  # per-node updates in place; relists swap a new dict in
         #: ClusterView.facts: the current dict's own ``get`` (a request reads it once, then calls it per node)
         self.facts: Callable[[str], NodeFacts | None] = self._facts.get
@@ -400,21 +399,8 @@ class ClusterCache:
         return self.synced and self.unsynced_seconds() <= stale_after
 
     def siblings(self, workload: wl.Workload) -> Siblings | None:
-        """Where the job's other bound pods run, summarised by locality label (majority)."""
-        if workload.job is None:
-            return None
-        members = self._jobs.get(workload.job)
-        if not members:
-            return None
-        nodes = frozenset(n for uid, n in list(members.items()) if uid != workload.uid)
-        if not nodes:
-            return None
-        values: list[str | None] = []
-        for i in range(len(self.locality_keys)):
-            seen = Counter(f.locality[i] for n in nodes if (f := self._facts.get(n)) and f.locality[i] is not None)
-            values.append(seen.most_common(1)[0][0] if seen else None)
-        classes = Counter(f.topology_class for n in nodes if (f := self._facts.get(n)) and f.topology_class)
-        return Siblings(nodes, tuple(values), classes.most_common(1)[0][0] if classes else None)
+        """Where the job's other bound pods run, summarised by locality label (:func:`policy.siblings.summarize`)."""
+        return self._jobs.siblings(workload, self.facts, len(self.locality_keys))
 
     # -- informer callbacks -------------------------------------------------------------------
     def _node_record(self, obj: Mapping[str, Any]) -> tuple[str, _NodeRecord]:
@@ -538,7 +524,7 @@ class ClusterCache:
         self._pods[rec.uid] = rec
         self._pods_by_node.setdefault(rec.node, {})[rec.uid] = rec
         if rec.job is not None:
-            self._jobs.setdefault(rec.job, {})[rec.uid] = rec.node
+            self._jobs.bind(rec.job, rec.uid, rec.node)
 
     def _remove_pod(self, uid: str) -> str | None:
         old = self._pods.pop(uid, None)
@@ -549,10 +535,8 @@ class ClusterCache:
             on_node.pop(uid, None)
             if not on_node:
                 del self._pods_by_node[old.node]
-        if old.job is not None and (members := self._jobs.get(old.job)) is not None:
-            members.pop(uid, None)
-            if not members:
-                del self._jobs[old.job]
+        if old.job is not None:
+            self._jobs.unbind(old.job, uid)
         return old.node
 
     def replace_pods(self, items: Iterable[dict[str, Any]]) -> None:
@@ -566,7 +550,7 @@ class ClusterCache:
         self._each("pods", items, add)  # consumes the list as it streams in, without the lock
         with self._lock:
             touched = set(self._pods_by_node)
-            self._pods, self._pods_by_node, self._jobs = {}, {}, {}
+            self._pods, self._pods_by_node, self._jobs = {}, {}, JobRoster()
             for rec in records:
                 self._add_pod(rec)
             self._refresh_many(touched | set(self._pods_by_node))

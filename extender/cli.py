@@ -93,8 +93,8 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
     """
     from extender.app import create_app
     from extender.metrics import Metrics
-    from extender.scoring import resolve
     from extender.service import Service, ServiceConfig
+    from policy.scoring import resolve
 
     metrics = Metrics()
     config = ServiceConfig(

@@ -1,4 +1,4 @@
-"""Filter and prioritize on raw request bytes: the extender's logic without HTTP.
+"""Filter and prioritize on raw request bytes: the adapter between kube-scheduler's bytes and the policy layer.
 
 Why bytes in, bytes out: the benchmark and the tests call exactly what the
 HTTP handlers call, and the hot path avoids per-node model objects (bodies of
@@ -6,19 +6,17 @@ HTTP handlers call, and the hot path avoids per-node model objects (bodies of
 pydantic-core's JSON parser, checked against :class:`~extender.wire.ExtenderArgs`
 (Go casing rules), and answers are serialised once.
 
-Decisions (see ``docs/extender.md``):
+This module decides nothing about placement: the pod is read by
+:func:`policy.workload.parse`, nodes by :mod:`policy.nodes` (from the request's
+Node objects in stateless mode, from the informer's view in cached mode), and
+the verdicts and scores come from :class:`policy.decision.decide.Decider`
+(rules in its docstring and ``docs/extender.md``). What stays here is the
+protocol, the metrics and the logs:
 
 - The answer's list follows the request: ``Nodes`` in → ``Nodes`` out (the
   original objects, unmodified), ``NodeNames`` in → ``NodeNames`` out.
-- Only topology is ours: a node with fewer free GPUs than requested is
-  **passed** (kube-scheduler's NodeResourcesFit owns the count and sees
-  allocations before our annotation does), and scored 0.
-- Fail open: a node without our labels is passed through; a labelled node
-  whose topology/allocation data is missing or damaged is passed, logged and
-  counted (``gputopo_extender_fail_open_total``) and scored 0.
-- ``required`` pods: a node fails when the free GPUs hold no k-set within the
-  level (``FailedNodes``: preemption could free GPUs), or
-  ``FailedAndUnresolvableNodes`` when not even the empty node could.
+- Nodes that fail open (no data, damaged data, a node whose data broke our
+  code) are logged and counted (``gputopo_extender_fail_open_total``).
 - A request we cannot decode: filter answers HTTP 200 with ``Error`` set (the
   scheduler logs our message; non-ignorable → the pod is retried), prioritize
   answers HTTP 400 (the scheduler drops our scores either way; there is no
@@ -37,15 +35,15 @@ from typing import Any, Protocol
 import pydantic_core
 from pydantic import ValidationError
 
-from extender.evaluate import ContextRegistry, Evaluation
 from extender.metrics import Metrics
-from extender.scoring import ScoreInput, Scorer, Siblings
 from extender.wire import ExtenderArgs, PriorityEncoder, encode_filter_result
-from labeler.topology.links import LinkLevel
 from policy import workload as wl
+from policy.decision.cache import ContextRegistry
+from policy.decision.decide import Decider, NodeError
 from policy.nodes.decode import REQUEST_DECODE_CHARS, DecodeBudget, TopologyRegistry
 from policy.nodes.facts import NodeFacts, broken, facts_from_object, node_name, tally
-from policy.nodes.state import NodeState
+from policy.scoring import Scorer
+from policy.siblings import Siblings
 
 __all__ = ["Answer", "ClusterView", "Service", "ServiceConfig"]
 
@@ -125,10 +123,13 @@ class Service:
         self.view = view
         self.metrics = metrics or Metrics()
         self.topologies = TopologyRegistry()
-        self.contexts = ContextRegistry()
+        self.decider = Decider(config.scorer)
         self._priorities = PriorityEncoder()
-        self._verdicts: dict[tuple[int, int, int, int], Evaluation] = {}
-        self._partials: dict[tuple[int, int, int, wl.Kind], tuple[int, int, Evaluation] | None] = {}
+
+    @property
+    def contexts(self) -> ContextRegistry:
+        """The per-wiring placement contexts of the decision cache (one per kind of machine)."""
+        return self.decider.cache.contexts
 
     # -- shared steps -------------------------------------------------------------------
     def _workload(self, args: ExtenderArgs) -> wl.Workload:
@@ -182,14 +183,6 @@ class Service:
         get = view.facts
         return [get(n) for n in names]
 
-    def _required_level(self, w: wl.Workload, facts: NodeFacts) -> LinkLevel | None:
-        if w.intent is not wl.Intent.REQUIRED or w.gpus < 2:
-            return None
-        if w.max_level is not None:
-            return w.max_level
-        assert facts.topo is not None
-        return self.contexts.get(facts.topo_id, facts.topo).empty_best_level(w.gpus)
-
     def _count_unusable(self, verb: str, facts: Sequence[NodeFacts | None]) -> tuple[int, int]:
         """Count (and log once per request) nodes that are not ours, unknown, or fail open."""
         t = tally(facts)
@@ -216,30 +209,9 @@ class Service:
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         not_ours, fail_open = self._count_unusable("filter", facts)
-        if not (w.gpus > 1 and w.intent is wl.Intent.REQUIRED):
-            passed_idx: list[int] | range = range(len(facts))  # only `required` can drop a node
-        else:
-            passed_idx = []
-            append = passed_idx.append
-            local: dict[tuple[int, int], Evaluation] = {}  # per request: equal keys, equal verdicts
-            ok = NodeState.OK
-            for i, f in enumerate(facts):
-                if f is None or f.state is not ok:
-                    append(i)
-                    continue
-                ev = local.get(f.key)
-                if ev is None:
-                    try:
-                        ev = local[f.key] = self._verdict(f, w)
-                    except Exception:  # this node's data broke our code: it (and its twins) fail open
-                        self._node_failed("filter", f)
-                        ev = local[f.key] = _BROKEN
-                if not ev.fails:
-                    append(i)
-                elif ev.unresolvable:
-                    unresolvable[f.name] = ev.reason or "topology constraint cannot be met"
-                else:
-                    failed[f.name] = ev.reason or "topology constraint not met with the free GPUs"
+        result = self.decider.filter(w, facts)
+        self._node_errors("filter", result.errors)
+        passed_idx, failed, unresolvable = result.passed, result.failed, result.unresolvable
         if objs is not None:
             assert args.Nodes is not None
             nodes_out: dict[str, Any] = args.Nodes.model_dump(mode="python", exclude={"items"})
@@ -268,21 +240,6 @@ class Service:
                      w.intent.value, len(passed_idx), len(failed), len(unresolvable))
         return Answer(200, out)
 
-    def _verdict(self, f: NodeFacts, w: wl.Workload) -> Evaluation:
-        """Cached evaluation for a `required` pod: by (topology, free set, k, max-level)."""
-        key = (f.topo_id, f.free_mask, w.gpus, -1 if w.max_level is None else int(w.max_level))
-        ev = self._verdicts.get(key)
-        if ev is None:
-            ev = self._evaluate(f, w.gpus, self._required_level(w, f))
-            if len(self._verdicts) >= _PARTIALS_MAX:
-                self._verdicts.clear()
-            self._verdicts[key] = ev
-        return ev
-
-    def _evaluate(self, f: NodeFacts, k: int, required: LinkLevel | None) -> Evaluation:
-        assert f.topo is not None
-        return self.contexts.get(f.topo_id, f.topo).evaluate(f.free_mask, k, required)
-
     # -- prioritize ----------------------------------------------------------------------
     def prioritize(self, body: bytes) -> Answer:
         """Handle one prioritize request body: HTTP 200 with a bare array, or 400."""
@@ -296,76 +253,20 @@ class Service:
         w = self._workload(args)
         names, facts, _ = self._node_facts(args, "prioritize")
         self._count_unusable("prioritize", facts)
-        scores = self.scores(w, facts)
+        siblings = None
+        view = self.view
+        if view is not None and view.synced and self.decider.needs_siblings(w):
+            siblings = view.siblings(w)
+        result = self.decider.scores(w, facts, siblings)
+        self._node_errors("prioritize", result.errors)
+        scores = result.scores
         out = self._priorities.encode(names, scores)
         self.metrics.requests.labels("prioritize", "ok").inc()
         self.metrics.latency.labels("prioritize").observe(time.perf_counter() - start)
         return Answer(200, out)
 
-    def scores(self, w: wl.Workload, facts: Sequence[NodeFacts | None]) -> list[int]:
-        """0..10 per node, by the combination rule of :mod:`extender.scoring`.
-
-        Speed: the node-independent part of a score depends only on (topology,
-        free set, k, kind), so it is kept across requests in ``_partials``;
-        within a request, equal keys get the finished score from a local dict.
-        """
-        if w.gpus < 1 or w.intent is wl.Intent.IGNORE:
-            return [0] * len(facts)
-        scorer = self.config.scorer
-        siblings = None
-        if scorer.has_per_node and w.kind is wl.Kind.DISTRIBUTED and self.view is not None and self.view.synced:
-            siblings = self.view.siblings(w)
-        k, kind = w.gpus, w.kind
-        local: dict[tuple[int, int], int] = {}
-        out: list[int] = []
-        append = out.append
-        ok = NodeState.OK
-        for f in facts:
-            if f is None or f.state is not ok:
-                append(0)
-                continue
-            key = f.key
-            try:
-                if siblings is None:
-                    s = local.get(key)
-                    if s is None:
-                        part = self._partial(f, k, kind)
-                        s = local[key] = 0 if part is None else scorer.finish(part[:2], None)
-                    append(s)
-                    continue
-                part = self._partial(f, k, kind)
-                append(0 if part is None else scorer.finish(part[:2], ScoreInput(kind, k, part[2], f, siblings)))
-            except Exception:  # this node's data broke our code: it (and its twins) score 0
-                self._node_failed("prioritize", f)
-                local[key] = 0
-                append(0)
-        return out
-
-    def _node_failed(self, verb: str, f: NodeFacts) -> None:
-        self.metrics.fail_open.labels("internal").inc()
-        log.exception("%s: internal error on node %s; it fails open", verb, f.name[:253])
-
-    def _partial(self, f: NodeFacts, k: int, kind: wl.Kind) -> tuple[int, int, Evaluation] | None:
-        """Cached ``(Σw·s, Σw, evaluation)`` of the node-independent strategies; None if < k free."""
-        key = (f.topo_id, f.free_mask, k, kind)
-        hit = self._partials.get(key, _MISS)
-        if hit is not _MISS:
-            return hit  # type: ignore[no-any-return]
-        ev = self._evaluate(f, k, None)
-        value = None
-        if ev.placement is not None:
-            num, den = self.config.scorer.partial(ScoreInput(kind, k, ev, f, None))
-            value = (num, den, ev)
-        if len(self._partials) >= _PARTIALS_MAX:
-            self._partials.clear()  # bounded; refilled in one request
-        self._partials[key] = value
-        return value
-
-
-#: entries of each cross-request memo (verdicts, partial scores): fixed-size keys and shared
-#: evaluations, so ~20 MB each at most
-_PARTIALS_MAX = 1 << 15
-_MISS: Any = object()
-#: the verdict of a node whose evaluation failed: it passes (fail open)
-_BROKEN = Evaluation(placement=None, level=None, fit_island=0, free_count=0, total=0, nic_good=0, has_nics=False,
-                     required=None, fails=False, unresolvable=False, reason="internal error")
+    def _node_errors(self, verb: str, errors: list[NodeError]) -> None:
+        """Nodes (one per group) whose data broke our code: they failed open; log and count each."""
+        for name, err in errors:
+            self.metrics.fail_open.labels("internal").inc()
+            log.error("%s: internal error on node %s; it fails open", verb, name[:253], exc_info=err)

@@ -13,17 +13,13 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from extender.scoring import DEFAULT_STRATEGIES, STRATEGIES
 from labeler.topology import carrier, labels
 from labeler.topology.errors import ConfigError
+from policy.scoring import DEFAULT_STRATEGIES, STRATEGIES
+from policy.siblings import DEFAULT_LOCALITY_KEYS
 
 __all__ = ["DEFAULT_LOCALITY_KEYS", "ExtenderSettings", "load"]
 
-DEFAULT_LOCALITY_KEYS: tuple[str, ...] = (
-    "topology.kubernetes.io/zone",
-    "topology.gputopo.io/rack",
-    "nvidia.com/gpu.clique",
-)
 
 
 def _split(value: object) -> object:

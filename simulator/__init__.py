@@ -12,8 +12,8 @@ real topologies under four policies in one run:
 - ``bestfit`` and ``random``: the FGD paper's topology-blind baselines.
 
 Layers: the simulator is pure (no Kubernetes client, HTTP server, NVML,
-sockets or subprocesses; import-linter enforces it). It reaches the
-extender's decisions through exactly one module, :mod:`simulator.extender_policy`
-(the seam the policy-layer refactor will repoint), and the device plugin's
-in-node GPU choice through :mod:`simulator.gpu_choice`.
+sockets or subprocesses; import-linter enforces it) and never imports the
+extender. It gets the extender's decisions from the policy layer the extender
+serves, through one module, :mod:`simulator.gputopo_policy`, and the device
+plugin's in-node GPU choice through :mod:`simulator.gpu_choice`.
 """

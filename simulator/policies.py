@@ -1,8 +1,8 @@
 """The four node-choice policies of one simulator run.
 
 - ``gputopo``: :class:`KubeScheduler` with the configuration's extender served
-  by :class:`~simulator.extender_policy.ExtenderPolicy` (the gputopo extender's
-  own filter and prioritize decisions);
+  by :class:`~simulator.gputopo_policy.GputopoPolicy` (the gputopo extender's
+  own filter and prioritize decisions, from the policy layer);
 - ``default``: the same scheduler configuration without extenders;
 - ``bestfit`` / ``random``: FGD's baselines (:mod:`simulator.baselines`).
 
@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from simulator import baselines
-from simulator.extender_policy import ExtenderPolicy, Workload
 from simulator.gpu_choice import ShareChoice
+from simulator.gputopo_policy import GputopoPolicy, Workload
 from simulator.kubesched import (
     GPU_RESOURCE,
     MAX_EXTENDER_PRIORITY,
@@ -102,7 +102,7 @@ class KubeScheduler:
         name: str,
         config: SchedulerConfig,
         state: ClusterState,
-        extender: ExtenderPolicy | None,
+        extender: GputopoPolicy | None,
         *,
         group_extender: bool = True,
     ) -> None:
@@ -161,7 +161,7 @@ class KubeScheduler:
         reps = inverse = None
         if interested and ext is not None and cfg is not None and cfg.filter_verb and idx.size:
             reps, inverse = self._extender_groups(idx)
-            verdict = np.array(ext.filter(pod, [self.names[i] for i in reps]), dtype=bool)
+            verdict = np.array(ext.filter(self._workload(pod), [self.names[i] for i in reps]), dtype=bool)
             keep = verdict[inverse]
             idx = idx[keep]
             reps = inverse = None

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from simulator import engine, metrics, synthetic, trace
-from simulator.extender_policy import ExtenderPolicy
 from simulator.fleet import load_fleet_map, trace_fleet
 from simulator.gpu_choice import WholeChoice
+from simulator.gputopo_policy import GputopoPolicy
 from simulator.kubesched import SchedulerConfig
 from simulator.model import MILLI, NodeSpec, PodSpec
 from simulator.policies import POLICIES, BestFit, KubeScheduler, NodeChooser, RandomFit
@@ -77,7 +77,7 @@ def trace_setup(
 
 def make_chooser(policy: str, state: ClusterState, config: SchedulerConfig) -> NodeChooser:
     if policy == "gputopo":
-        return KubeScheduler("gputopo", config, state, ExtenderPolicy())
+        return KubeScheduler("gputopo", config, state, GputopoPolicy())
     if policy == "default":
         return KubeScheduler("default", config, state, None)
     if policy == "bestfit":

@@ -22,11 +22,11 @@ import uvicorn
 
 from extender.app import create_app, listen_socket
 from extender.metrics import Metrics
-from extender.scoring import DEFAULT_STRATEGIES, resolve
 from extender.service import Service, ServiceConfig
 from extender.settings import DEFAULT_LOCALITY_KEYS
 from labeler.topology import allocation, labels, smi_parser
 from labeler.topology.model import Topology
+from policy.scoring import DEFAULT_STRATEGIES, resolve
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PROTOCOL = FIXTURES / "extender-protocol"

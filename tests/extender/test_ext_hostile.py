@@ -331,9 +331,9 @@ def test_long_host_names_are_answered_but_not_cached() -> None:
 
 
 def test_contexts_are_bounded_by_bytes() -> None:
-    from extender.evaluate import ContextRegistry
     from labeler.topology.links import SELF, parse_link_token
     from labeler.topology.model import Gpu, Topology
+    from policy.decision.cache import ContextRegistry
 
     reg = ContextRegistry(max_bytes=20 << 20)
     for n in range(2, 60):

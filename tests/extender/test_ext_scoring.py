@@ -1,6 +1,6 @@
 """Filter and prioritize over Nodes built from REAL corpus topologies, scores worked out by hand.
 
-Weights (extender/scoring/__init__.py), columns single/inference/multi/distributed:
+Weights (policy/scoring/__init__.py), columns single/inference/multi/distributed:
 level 0/5/8/6, fit 6/3/2/1, pack 4/2/0/0, nic 0/0/0/2, affinity 0/0/0/2.
 Level table: nvlink 10, pix 8, pxb 7, phb 5, node 3, sys 1.
 fit = 10·k/s (s = free GPUs of the island the set comes from), pack = 10·(total-(free-k))/total,
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from ext_support import PREFIX, corpus, filter_body, make_service, node_object, pod
 
-from extender import scoring
+from policy import scoring
 from policy.workload import Kind
 
 KF = {
@@ -236,8 +236,8 @@ def test_a_tighter_level_never_scores_lower_for_multi_gpu_pods() -> None:
     For every pair of levels two or more table points apart, the tighter level with the worst
     fit never scores below the looser level with a perfect fit; PIX vs PXB (1 point) may flip.
     """
-    from extender.scoring.base import round_half_up
-    from extender.scoring.level import LEVEL_SCORES
+    from policy.scoring.base import round_half_up
+    from policy.scoring.level import LEVEL_SCORES
 
     w = scoring.WEIGHTS
     wl_, wf = w["level"][Kind.MULTI], w["fit"][Kind.MULTI]

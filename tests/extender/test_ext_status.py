@@ -18,9 +18,9 @@ import pytest
 from ext_support import PREFIX, corpus, filter_body, node_object, pod
 
 from extender.metrics import Metrics
-from extender.scoring import resolve
 from extender.service import Service, ServiceConfig
 from extender.settings import DEFAULT_LOCALITY_KEYS, load
+from policy.scoring import resolve
 
 MAX_AGE = 1800.0
 NOW = int(time.time())

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from simulator import engine, metrics, runner
-from simulator.extender_policy import ExtenderPolicy
 from simulator.fleet import search_path
 from simulator.gpu_choice import AdmissionError, choose_share, choose_whole
+from simulator.gputopo_policy import GputopoPolicy
 from simulator.kubesched import SchedulerConfig, load_scheduler_config
 from simulator.model import NodeSpec, PodSpec
 from simulator.policies import BestFit, KubeScheduler, RandomFit
@@ -47,7 +47,7 @@ def test_gputopo_takes_the_nvlink_pair_where_the_default_scheduler_spreads() -> 
     # gputopo: the extender scores the pairs board 10 (level NVLink 10, fit 2/2 -> 10) and the RTX board 1
     # (level SYS 1 x8, fit 2/8 -> 3 x2: 14/10), times weight 5 x 10: 500 vs 50 outweighs the 2-point gap.
     state = ClusterState(_two_boards())
-    res = engine.run(state, [POD2], KubeScheduler("gputopo", cfg, state, ExtenderPolicy()), 1,
+    res = engine.run(state, [POD2], KubeScheduler("gputopo", cfg, state, GputopoPolicy()), 1,
                      whole_choice="device-plugin")
     (rec,) = res.records
     assert rec.node == 0 and rec.level == 1 and rec.cross_socket is False
@@ -60,7 +60,7 @@ def test_metrics_of_the_hand_worked_runs() -> None:
     out = {}
     for name in ("gputopo", "default"):
         state = ClusterState(_two_boards())
-        chooser = KubeScheduler(name, cfg, state, ExtenderPolicy() if name == "gputopo" else None)
+        chooser = KubeScheduler(name, cfg, state, GputopoPolicy() if name == "gputopo" else None)
         out[name] = metrics.run_metrics(engine.run(state, [POD2], chooser, 1, whole_choice="device-plugin"))
     assert out["gputopo"]["aligned_pct"] == 100.0 and out["default"]["aligned_pct"] == 0.0
     assert out["gputopo"]["cross_socket_pct"] == 0.0 and out["default"]["cross_socket_pct"] == 100.0
@@ -83,7 +83,7 @@ def test_percentage_of_nodes_to_score_scans_from_where_it_stopped() -> None:
 def test_grouped_extender_scores_equal_per_node_scores() -> None:
     sc = load_scenario(DEMO_SCENARIO, search_path())
     state = ClusterState(sc.nodes)
-    ext = ExtenderPolicy()
+    ext = GputopoPolicy()
     ks = KubeScheduler("gputopo", load_scheduler_config(), state, ext)
     rnd = random.Random(5)
     for i in range(len(state)):  # put every node in some state

@@ -9,8 +9,8 @@ slowest hop sets the ring's speed). 1-GPU pods abstain (no links inside).
 
 from __future__ import annotations
 
-from extender.scoring.base import ScoreInput
 from labeler.topology.links import LinkLevel
+from policy.scoring.base import ScoreInput
 
 __all__ = ["LEVEL_SCORES", "score"]
 

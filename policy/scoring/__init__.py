@@ -7,7 +7,11 @@ Combination rule (documented in ``docs/extender.md``)::
 over the enabled strategies ``s`` whose weight for the pod's kind is > 0 and
 that did not abstain (returned ``None``); 0 when none applies. The result is
 an integer in 0..10. Nodes we know nothing about, and nodes with fewer than k
-free GPUs, score 0 (the service decides that before calling strategies).
+free GPUs, score 0 (:class:`policy.decision.decide.Decider` decides that before
+calling strategies). :meth:`Scorer.terms` gives the same sum term by term
+(the explanation of a score); :meth:`Scorer.partial`/:meth:`Scorer.finish` are
+its fast path, split where decisions are shared: the node-independent terms
+once per group of nodes, the per-node ones per node.
 
 Why a weighted mean with level-heavy weights rather than a strict
 lexicographic order: the answer must be one integer in 0..10 (the scheduler
@@ -20,13 +24,13 @@ a much better fit may win, on purpose.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
-from extender.scoring import affinity, fit, level, nic, pack
-from extender.scoring.base import ScoreInput, Siblings, ratio_score, round_half_up
 from labeler.topology.errors import ConfigError
+from policy.scoring import affinity, fit, level, nic, pack
+from policy.scoring.base import ScoreInput, Term, ratio_score, round_half_up
 from policy.workload import Kind
 
 __all__ = [
@@ -35,7 +39,8 @@ __all__ = [
     "WEIGHTS",
     "ScoreInput",
     "Scorer",
-    "Siblings",
+    "Term",
+    "combine",
     "ratio_score",
     "resolve",
     "round_half_up",
@@ -92,6 +97,7 @@ class Scorer:
         self.names = tuple(names)
         self._shared = tuple(e for e in entries if not e.per_node)
         self._per_node = tuple(e for e in entries if e.per_node)
+        self._order = {n: i for i, n in enumerate(self.names)}
 
     @property
     def has_per_node(self) -> bool:
@@ -112,8 +118,32 @@ class Scorer:
         return max(0, min(10, round_half_up(num / den)))
 
     def score(self, inp: ScoreInput) -> int:
-        """The full combination for one node (reference path; the service uses partial/finish)."""
+        """The full combination for one node (reference path; decisions use partial/finish)."""
         return self.finish(self.partial(inp), inp)
+
+    def terms(self, inp: ScoreInput, *, per_node: bool = True) -> tuple[Term, ...]:
+        """Every enabled strategy's term for ``inp``, in configuration order (``per_node=False``: shared ones only).
+
+        A strategy whose weight for the kind is 0 is listed with its weight and no
+        score: it was not asked. ``combine(terms)`` equals :meth:`score`.
+        """
+        out = []
+        for e in (*self._shared, *self._per_node) if per_node else self._shared:
+            w = WEIGHTS[e.name][inp.kind]
+            s = e.fn(inp) if w > 0 else None
+            if s is not None and not 0 <= s <= 10:
+                raise AssertionError(f"strategy {e.name} returned {s}, outside 0..10")
+            out.append(Term(e.name, w, s, e.per_node))
+        return self.sorted_terms(out)
+
+    def sorted_terms(self, terms: Iterable[Term]) -> tuple[Term, ...]:
+        """``terms`` in configuration order."""
+        return tuple(sorted(terms, key=lambda t: self._order[t.name]))
+
+    @property
+    def per_node_names(self) -> tuple[str, ...]:
+        """The enabled strategies that read the node itself (not memoised per group)."""
+        return tuple(e.name for e in self._per_node)
 
     @staticmethod
     def _sum(entries: Sequence[_Entry], inp: ScoreInput) -> tuple[int, int]:
@@ -130,6 +160,17 @@ class Scorer:
             num += w * s
             den += w
         return num, den
+
+
+def combine(terms: Sequence[Term]) -> int:
+    """The combination rule over explicit terms: ``round_half_up(Σ w·s / Σ w)`` of those that scored, 0..10.
+
+    >>> combine([Term("level", 8, 10), Term("fit", 2, 3), Term("pack", 0, None)])
+    9
+    """
+    num = sum(t.weight * t.score for t in terms if t.score is not None and t.weight > 0)
+    den = sum(t.weight for t in terms if t.score is not None and t.weight > 0)
+    return 0 if den == 0 else max(0, min(10, round_half_up(num / den)))
 
 
 def resolve(names: Sequence[str]) -> Scorer:

@@ -1,24 +1,22 @@
-"""Placement facts for (topology, free GPUs, k): the only expensive step, memoised.
+"""What a node can do for a k-GPU pod, from its wiring and free GPUs alone: placement facts and the verdict.
 
-Why memoise here and not per node: a node's answer depends only on its
-topology, its free set and the request, and large clusters hold few distinct
-(topology, free set) pairs. :class:`TopoContext` holds one topology's
-:class:`~labeler.topology.placement.Placer`, NIC locality and an LRU of
-:class:`Evaluation`, so a 5,000-node request costs a dict lookup per node.
+Why "from its wiring and free GPUs alone": a node's answer depends only on
+those and on the pod, and large clusters hold few distinct (wiring, free set)
+pairs, so these are computed once per group of nodes and cached by
+:class:`~policy.decision.cache.DecisionCache`. :class:`TopoContext` holds one
+wiring's :class:`~labeler.topology.placement.Placer`, its GPUDirect mask (GPUs
+with a NIC behind the same PCIe switch) and its natural level.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from labeler.topology import islands, nic_locality, placement
-from labeler.topology.bytecache import ByteCache
 from labeler.topology.links import ISLAND_LEVELS, LinkLevel
 from labeler.topology.model import Topology
 
-__all__ = ["LEVEL_WORDS", "ContextRegistry", "Evaluation", "TopoContext", "describe_level"]
+__all__ = ["LEVEL_WORDS", "PASS", "Evaluation", "TopoContext", "Verdict", "describe_level"]
 
 #: How a level reads in a filter message ("needs 4 GPUs within one PCIe switch (pxb)").
 LEVEL_WORDS: dict[LinkLevel, str] = {
@@ -46,16 +44,39 @@ class Evaluation:
     total: int
     nic_good: int  # GPUs of the placement with a NIC at PXB or better (GPUDirect RDMA)
     has_nics: bool
-    required: LinkLevel | None  # the level a `required` pod needs here (None: not required)
-    fails: bool  # `required` and no free k-set meets it
-    unresolvable: bool  # ... and not even with every GPU free (preemption cannot help)
-    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The filter's answer for a node: passes, or fails with a reason (and whether preemption could help).
+
+    ``required``: the level a ``required`` pod needs on this wiring (None: not required, or no
+    k-set exists at all). A verdict that fails is ``unresolvable`` when not even the empty
+    node meets the level: kube-scheduler then does not try preemption there.
+    """
+
+    passes: bool = True
+    unresolvable: bool = False
+    reason: str | None = None
+    required: LinkLevel | None = None
+
+    @property
+    def fails(self) -> bool:
+        return not self.passes
+
+    def as_dict(self) -> dict[str, object]:
+        return {"passes": self.passes, "unresolvable": self.unresolvable, "reason": self.reason,
+                "required": None if self.required is None else self.required.slug}
+
+
+#: the verdict of a pod the filter does not judge (not `required`, or fewer than 2 GPUs)
+PASS = Verdict()
 
 
 class TopoContext:
-    """Per-topology helpers and the evaluation memo (bounded, thread-safe for readers)."""
+    """Per-wiring helpers: the placer, GPUDirect mask and natural level (immutable once built; thread-safe)."""
 
-    def __init__(self, topo: Topology, *, memo_size: int = 4096) -> None:
+    def __init__(self, topo: Topology) -> None:
         self.topo = topo
         self.placer = placement.placer_for(topo)
         self.total = len(topo.gpus)
@@ -68,13 +89,10 @@ class TopoContext:
             if loc is not None and loc.level is not None and loc.level <= nic_locality.GPUDIRECT_MAX_LEVEL:
                 self.gpudirect_mask |= 1 << pos
         self.natural_level = self._natural_level()
-        self._memo: OrderedDict[tuple[int, int, int], Evaluation] = OrderedDict()
-        self._memo_size = memo_size
-        self._lock = threading.Lock()
 
     def cost_bytes(self) -> int:
-        """Estimated bytes at a full memo: the placer's own estimate plus ~700 B per evaluation."""
-        return self.placer.cost_bytes() + self._memo_size * (700 + 16 * self.total)
+        """Estimated bytes: the placer's own estimate (it holds its memo) plus this object."""
+        return self.placer.cost_bytes() + 2_000 + 64 * self.total
 
     def _natural_level(self) -> LinkLevel:
         """The tightest level at which the hardware groups GPUs (where single GPUs pack)."""
@@ -95,53 +113,43 @@ class TopoContext:
             return None
         return best.level if k > 1 else LinkLevel.SELF
 
-    def evaluate(self, free_mask: int, k: int, required: LinkLevel | None) -> Evaluation:
-        """Memoised :meth:`_evaluate` keyed by (free set, k, required level)."""
-        key = (free_mask, k, -1 if required is None else int(required))
-        hit = self._memo.get(key)
-        if hit is not None:
-            return hit
-        result = self._evaluate(free_mask, k, required)
-        with self._lock:
-            self._memo[key] = result
-            if len(self._memo) > self._memo_size:
-                self._memo.popitem(last=False)
-        return result
-
-    def _evaluate(self, free_mask: int, k: int, required: LinkLevel | None) -> Evaluation:
+    def evaluate(self, free_mask: int, k: int) -> Evaluation:
+        """The best k-set among the free GPUs and the facts the strategies read about it."""
         free_count = free_mask.bit_count()
         best = self.placer.best_mask(free_mask, k) if 0 < k <= free_count else None
         level = best.level if best is not None and k > 1 else None
-        fit = self._fit_island(free_mask, k, best)
         nic_good = 0
         if best is not None:
             nic_good = (self.placer.mask(best.gpus) & self.gpudirect_mask).bit_count()
-        fails = unresolvable = False
-        reason = None
-        if required is not None and k > 1 and best is not None and best.level > required:
-            fails = True
-            groups = self.placer.islands_free(self.free_gpus(free_mask), required)
-            sizes = sorted((len(g) for g in groups), reverse=True)
-            shown = "+".join(str(s) for s in sizes) if sizes else "none"
-            reason = f"needs {k} GPUs {describe_level(required)}; free islands at {required.slug}: {shown}"
-            empty = self.placer.best_mask(self.all_mask, k)
-            if empty is None or empty.level > required:
-                unresolvable = True
-                got = "no set" if empty is None else f"the best {k}-GPU set is at {empty.level.slug}"
-                reason += f" (even with every GPU free {got})"
         return Evaluation(
             placement=best,
             level=level,
-            fit_island=fit,
+            fit_island=self._fit_island(free_mask, k, best),
             free_count=free_count,
             total=self.total,
             nic_good=nic_good,
             has_nics=self.has_nics,
-            required=required,
-            fails=fails,
-            unresolvable=unresolvable,
-            reason=reason,
         )
+
+    def verdict(self, free_mask: int, k: int, required: LinkLevel | None, ev: Evaluation) -> Verdict:
+        """Does the best free k-set meet ``required`` (None: not judged)? With a reason naming the free islands.
+
+        Fewer than k free GPUs passes: the GPU count is kube-scheduler's NodeResourcesFit
+        call (it sees allocations before the agent's allocation does).
+        """
+        best = ev.placement
+        if required is None or k < 2 or best is None or best.level <= required:
+            return PASS if required is None else Verdict(required=required)
+        groups = self.placer.islands_free(self.free_gpus(free_mask), required)
+        sizes = sorted((len(g) for g in groups), reverse=True)
+        shown = "+".join(str(s) for s in sizes) if sizes else "none"
+        reason = f"needs {k} GPUs {describe_level(required)}; free islands at {required.slug}: {shown}"
+        empty = self.placer.best_mask(self.all_mask, k)
+        unresolvable = empty is None or empty.level > required
+        if unresolvable:
+            got = "no set" if empty is None else f"the best {k}-GPU set is at {empty.level.slug}"
+            reason += f" (even with every GPU free {got})"
+        return Verdict(passes=False, unresolvable=unresolvable, reason=reason, required=required)
 
     def _fit_island(self, free_mask: int, k: int, best: placement.Placement | None) -> int:
         """Free GPUs in the smallest free island that still hosts the best level (best fit).
@@ -163,25 +171,3 @@ class TopoContext:
             if inner is not None and inner.bottleneck.rank <= best.bottleneck.rank:
                 return len(group)
         return free_mask.bit_count()
-
-
-class ContextRegistry:
-    """:class:`TopoContext` per wiring id (ids come from :class:`~policy.nodes.decode.TopologyRegistry`).
-
-    Bounded by estimated bytes (each context at its full memo, see
-    :meth:`TopoContext.cost_bytes`) as well as by entries: one context per kind
-    of machine in a real cluster, so the bound only bites on hostile input.
-    """
-
-    def __init__(self, max_entries: int = 512, *, max_bytes: int = 256 << 20) -> None:
-        self._by_id: ByteCache[int, TopoContext] = ByteCache(max_bytes=max_bytes, max_entries=max_entries)
-
-    def get(self, topo_id: int, topo: Topology) -> TopoContext:
-        ctx = self._by_id.get(topo_id)
-        if ctx is not None:
-            return ctx
-        ctx = TopoContext(topo)
-        return self._by_id.put(topo_id, ctx, ctx.cost_bytes())
-
-    def __len__(self) -> int:
-        return len(self._by_id)

@@ -7,7 +7,7 @@ inference pods so whole nodes stay free for multi-GPU and multi-node jobs.
 
 from __future__ import annotations
 
-from extender.scoring.base import ScoreInput, ratio_score
+from policy.scoring.base import ScoreInput, ratio_score
 
 __all__ = ["score"]
 

@@ -1,9 +1,9 @@
-"""The seam: the simulator's extender answers are the extender's own answers.
+"""The seam: the simulator's answers (the policy layer, called directly) are the extender's own answers.
 
 Reference: the extender's bytes API in stateless ``Nodes`` mode, fed Node objects built
 by the extender tests' own builder (``ext_support.node_object``: labels and annotations as
 the agent publishes them). The seam must give the same filter verdicts and the same
-scores without HTTP, from its cluster view.
+scores without HTTP or the extender, from its own node facts.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from itertools import combinations
 import ext_support
 import pytest
 
-from extender.scoring import DEFAULT_STRATEGIES, resolve
 from extender.service import Service, ServiceConfig
 from extender.settings import DEFAULT_LOCALITY_KEYS
+from policy.scoring import DEFAULT_STRATEGIES, resolve
 from policy.workload import Intent, Kind
-from simulator.extender_policy import ExtenderPolicy, pod_object
+from simulator.gputopo_policy import GputopoPolicy, pod_object
 from simulator.model import PodSpec
 
 BOARDS = ("dgx1", "bridge_pairs", "rtx4090", "h100_nv18")
@@ -36,7 +36,7 @@ def _pods() -> list[PodSpec]:
 
 
 def test_pods_read_as_the_extender_reads_real_ones() -> None:
-    ext = ExtenderPolicy()
+    ext = GputopoPolicy()
     kinds = {p.name: ext.workload(p) for p in _pods()}
     assert kinds["single"].kind is Kind.SINGLE and kinds["multi"].kind is Kind.MULTI
     assert kinds["job-a-worker-1"].kind is Kind.DISTRIBUTED and kinds["job-a-worker-1"].job is not None
@@ -47,7 +47,7 @@ def test_pods_read_as_the_extender_reads_real_ones() -> None:
 
 
 def test_fast_facts_equal_facts_decoded_from_published_annotations() -> None:
-    ext = ExtenderPolicy()
+    ext = GputopoPolicy()
     for board in BOARDS:
         topo = ext_support.corpus(board)
         ext.add_node(board, topo)
@@ -65,7 +65,7 @@ def _free_sets(n: int) -> list[frozenset[int]]:
 
 @pytest.mark.parametrize("exact", [False, True])
 def test_scores_and_verdicts_equal_the_served_ones(exact: bool) -> None:
-    ext = ExtenderPolicy(exact=exact)
+    ext = GputopoPolicy(exact=exact)
     ref = Service(ServiceConfig(ext.prefix, DEFAULT_LOCALITY_KEYS, resolve(list(DEFAULT_STRATEGIES))))
     names, objects = [], []
     for board in BOARDS:
@@ -84,14 +84,14 @@ def test_scores_and_verdicts_equal_the_served_ones(exact: bool) -> None:
         assert ext.scores(w, names) == [served[n] for n in names], pod.name
         answer = json.loads(ref.filter(body).body)
         passed = {o["metadata"]["name"] for o in answer["Nodes"]["items"]}
-        assert ext.filter(pod, names) == [n in passed for n in names], pod.name
+        assert ext.filter(w, names) == [n in passed for n in names], pod.name
     # the required 4-GPU pod is refused somewhere (otherwise the verdict check above proves little)
     req = next(p for p in _pods() if p.required)
-    assert not all(ext.filter(req, names))
+    assert not all(ext.filter(ext.workload(req), names))
 
 
 def test_siblings_follow_the_job_majority() -> None:
-    ext = ExtenderPolicy()
+    ext = GputopoPolicy()
     topo = ext_support.corpus("h100_nv18")
     for name, zone in (("n1", "a"), ("n2", "a"), ("n3", "b")):
         ext.add_node(name, topo, {"topology.kubernetes.io/zone": zone})

@@ -10,7 +10,7 @@ for the first rank of a job in cached mode.
 
 from __future__ import annotations
 
-from extender.scoring.base import ScoreInput, ratio_score
+from policy.scoring.base import ScoreInput, ratio_score
 
 __all__ = ["score"]
 
@@ -22,11 +22,11 @@ def score(inp: ScoreInput) -> int | None:
     if sib is None:
         return None
     keys = matches = 0
-    for mine, theirs in zip(inp.node.locality, sib.locality, strict=False):
+    for mine, theirs in zip(inp.locality, sib.locality, strict=False):
         if theirs is not None:
             keys += 1
             matches += mine == theirs
     if sib.topology_class is not None:
         keys += 1
-        matches += inp.node.topology_class == sib.topology_class
+        matches += inp.topology_class == sib.topology_class
     return None if keys == 0 else ratio_score(matches, keys)

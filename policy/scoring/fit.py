@@ -9,7 +9,7 @@ large jobs and makes single-GPU pods fill already-broken islands first.
 
 from __future__ import annotations
 
-from extender.scoring.base import ScoreInput, ratio_score
+from policy.scoring.base import ScoreInput, ratio_score
 
 __all__ = ["score"]
 

@@ -8,7 +8,7 @@ host memory. A node without NICs scores 0 for a multi-node rank.
 
 from __future__ import annotations
 
-from extender.scoring.base import ScoreInput, ratio_score
+from policy.scoring.base import ScoreInput, ratio_score
 
 __all__ = ["score"]
 
