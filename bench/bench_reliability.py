@@ -98,12 +98,26 @@ def probe_bounds() -> dict[str, Any]:
     return out
 
 
+def _scoring() -> tuple[Any, Any]:
+    """``resolve`` and ``DEFAULT_STRATEGIES`` of the tree under test.
+
+    Older trees (``--before``) kept them in the extender; ``extender`` is bound to the tree under
+    test, so asking it first never mixes trees (``policy`` may resolve to this tree's).
+    """
+    try:
+        from extender.scoring import DEFAULT_STRATEGIES, resolve  # type: ignore[import-not-found]
+    except ImportError:
+        from policy.scoring import DEFAULT_STRATEGIES, resolve
+    return resolve, DEFAULT_STRATEGIES
+
+
 def _running_extender_cpulist() -> dict[str, Any]:
     """One 8-GPU node whose every GPU has ``cpu_affinity: "0-1000000"`` (format v1, which old and new code
     read) in one stateless filter request to a running extender: time and the server's RSS before/after."""
-    from extender.scoring import DEFAULT_STRATEGIES, resolve
     from extender.service import Service, ServiceConfig
     from extender.settings import DEFAULT_LOCALITY_KEYS
+
+    resolve, DEFAULT_STRATEGIES = _scoring()
 
     gpus = 8
     links = [["X" if i == j else "NV18" for j in range(gpus)] for i in range(gpus)]
@@ -270,9 +284,10 @@ def hostile_bodies(n: int, seed: int = 11) -> list[bytes]:
 
 
 def section_hostile(n: int) -> None:
-    from extender.scoring import DEFAULT_STRATEGIES, resolve
     from extender.service import Service, ServiceConfig
     from extender.settings import DEFAULT_LOCALITY_KEYS
+
+    resolve, DEFAULT_STRATEGIES = _scoring()
 
     bodies = hostile_bodies(n)
     print(f"## 1. Hostile bodies ({n} bodies x 2 endpoints x 2 modes, one keep-alive connection each)\n")
@@ -460,7 +475,12 @@ def section_relist(n_nodes: int, reps: int, page_size: int) -> None:
     names = [x["metadata"]["name"] for x in nodes]
     body = be.body(be.pod_obj(), None, names)
     def build() -> Any:
-        from extender.cache import ClusterCache, Reflector
+        from extender.cache import ClusterCache
+
+        try:
+            from extender.reflector import Reflector
+        except ImportError:  # trees before the cache/reflector split (--before)
+            from extender.cache import Reflector  # type: ignore[attr-defined,no-redef]
 
         service = cached_service(nodes)
         cache = ClusterCache(prefix="gputopo.io/", locality_keys=service.config.locality_keys,

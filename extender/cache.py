@@ -1,286 +1,63 @@
-"""Cached mode: list+watch Nodes, Pods and allocation ConfigMaps with the official ``kubernetes`` client.
+"""Cached mode's store: what the informers saw of Nodes, GPU pods and allocation ConfigMaps, as node facts.
 
-Why our own small reflector instead of ``kubernetes.watch.Watch``: Watch's
-built-in 410 handling re-watches from the *same* expired resourceVersion (and
-its ``deserialize=False`` path reads a key that raw events do not have). The
-informer contract we need is the client-go one:
+Three :class:`~extender.reflector.Reflector` loops (nodes, pods, allocation
+ConfigMaps) feed a :class:`ClusterCache`, which keeps only what the node view
+needs and answers the service's :class:`~extender.service.ClusterView`:
 
-1. LIST (paged, ``limit``/``continue``) → replace the store → remember the
-   list's ``resourceVersion``;
-2. WATCH from it (``allowWatchBookmarks``, server ``timeoutSeconds``), apply
-   ADDED/MODIFIED/DELETED, advance the resourceVersion (BOOKMARKs too);
-3. watch timeout → watch again from the last resourceVersion;
-   ``410 Gone`` (an ERROR event or an HTTP 410) → relist;
-   any other error → back off, relist;
-4. every ``resync_seconds`` → relist (periodic resync repairs any drift).
+- per Node: our own labels, the locality labels and two annotation strings
+  (interned: identical machines share one string);
+- per Pod: only bound, non-terminated pods that request GPUs, as small
+  :class:`PodRecord` s (GPU count per :func:`policy.workload.gpu_request`, job
+  identity per :func:`policy.workload.job_key`);
+- per allocation ConfigMap ``gputopo-alloc-<node>`` (in ``allocation_namespace``,
+  labelled ``app.kubernetes.io/managed-by=gputopo``; :mod:`labeler.topology.carrier`):
+  only the allocation string. It wins over the Node's ``{prefix}allocation``
+  annotation (agents running ``--allocation-carrier=annotation``, or the
+  ConfigMap deleted, fall back to the annotation); it is used only when its
+  name is the one its node's agent would write (:func:`labeler.topology.carrier.claimed_node`).
 
-Memory is bounded by keeping only what the extender reads: for Nodes our own
-labels, the locality labels and two annotation strings (interned: identical
-machines share one string); for Pods only bound, non-terminated pods that
-request GPUs, as small records. Parsed topologies are cached by annotation
-string in :class:`~policy.nodes.decode.TopologyRegistry`.
-
-Allocation: the agent's default carrier is a per-node ConfigMap
-``gputopo-alloc-<node>`` in ``allocation_namespace`` (labelled
-``app.kubernetes.io/managed-by=gputopo``; :mod:`labeler.topology.carrier`), listed
-and watched by a third reflector with that label selector. Per node the
-ConfigMap's value wins; without one (agents running ``--allocation-carrier=annotation``,
-or the ConfigMap deleted) the Node's ``{prefix}allocation`` annotation is used.
-Only the allocation string is kept per ConfigMap (one per node).
-
-Pods bound but not yet in the agent's allocation annotation are counted
-against the node's free GPUs (see :func:`policy.nodes.facts.apply_pending`: an
-estimate assuming the device plugin takes the Placer's best set).
+From those, per node, :func:`policy.nodes.facts.facts_from_parts` builds the
+:class:`~policy.nodes.facts.NodeFacts` the decisions read (the node-state rules
+of :mod:`policy.nodes.state`; topologies decoded once per annotation string in
+:class:`~policy.nodes.decode.TopologyRegistry`). Pods bound but not yet in the
+agent's allocation are counted against the node's free GPUs (see
+:func:`policy.nodes.facts.apply_pending`: an estimate assuming the device plugin
+takes the Placer's best set). Job siblings live in a :class:`~policy.siblings.JobRoster`.
 
 Damaged objects (docs/reliability.md). Every object is handled on its own: an
 object whose data cannot be read, or makes our code fail, is skipped or fails
 open *for that node* and is counted in ``gputopo_extender_bad_objects_total``;
 it never aborts a list, an event or a refresh, so it can never make an
 informer relist in a loop or keep a restarted extender from becoming ready.
-An allocation ConfigMap is used only when its name is the one its node's agent
-would write (:func:`labeler.topology.carrier.claimed_node`).
 
 Relists build the new node view in a fresh dict and swap it in with one
 assignment, so requests (which never take the lock) see the old view or the
-new one, never half of each. Failing lists/watches, and watches that end at
-once, back off exponentially with jitter (``backoff_seconds`` doubling up to
-``max_backoff_seconds``). Each reflector records since when it has been failing;
-``ClusterCache.ready`` turns false (``/readyz`` 503) when that exceeds the
-staleness threshold.
+new one, never half of each. ``ClusterCache.ready`` turns false (``/readyz``
+503) when an informer has been failing longer than the staleness threshold.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
-import json
 import logging
-import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
-
 from extender.metrics import Metrics
+from extender.reflector import Reflector
 from labeler.topology import allocation, carrier, labels
 from policy import workload as wl
 from policy.nodes.decode import TopologyRegistry
 from policy.nodes.facts import NodeFacts, broken, facts_from_parts
 from policy.siblings import JobRoster, Siblings
 
-__all__ = ["ClusterCache", "PodRecord", "Reflector"]
+__all__ = ["ClusterCache", "PodRecord"]
 
 log = logging.getLogger("gputopo.extender.cache")
-
-ListFn = Callable[..., Any]
-
-
-class _Gone(Exception):
-    """The watch's resourceVersion expired (410): relist."""
-
-
-class Reflector:
-    """One list+watch loop for one resource kind, feeding ``on_replace``/``on_event``."""
-
-    def __init__(
-        self,
-        kind: str,
-        list_fn: ListFn,
-        on_replace: Callable[[Iterable[dict[str, Any]]], None],
-        on_event: Callable[[str, dict[str, Any]], None],
-        *,
-        stop: threading.Event,
-        metrics: Metrics,
-        page_size: int = 500,
-        watch_timeout_seconds: int = 300,
-        resync_seconds: float = 600.0,
-        backoff_seconds: float = 1.0,
-        max_backoff_seconds: float = 30.0,
-        min_watch_seconds: float = 1.0,
-        request_timeout_seconds: float = 30.0,
-    ) -> None:
-        self.kind = kind
-        self._list_fn = list_fn
-        self._on_replace = on_replace
-        self._on_event = on_event
-        self._stop = stop
-        self._metrics = metrics
-        self._page = page_size
-        self._watch_timeout = watch_timeout_seconds
-        self._resync = resync_seconds
-        self._backoff = backoff_seconds
-        self._max_backoff = max_backoff_seconds
-        self._min_watch = min_watch_seconds
-        self._req_timeout = request_timeout_seconds
-        self.synced = threading.Event()
-        self.lists = 0
-        self.watches = 0
-        #: monotonic time since which lists/watches have been failing (None: in sync)
-        self.failing_since: float | None = None
-        self._resp: Any = None  # the open watch response, so `interrupt` can cut it
-
-    def interrupt(self) -> None:
-        """Cut the open watch from another thread (stop without waiting for the watch timeout)."""
-        resp = self._resp
-        if resp is not None:
-            shutdown = getattr(resp, "shutdown", None)  # urllib3 >= 2.3: unblocks a read in progress
-            try:
-                if shutdown is not None:
-                    shutdown()
-                else:
-                    resp.close()
-            except Exception as err:  # best effort: the loop also checks the stop event
-                log.debug("%s: interrupting the watch failed: %s", self.kind, err)
-
-    def delay(self, attempt: int) -> float:
-        """Exponential backoff with jitter: ``backoff · 2^(attempt-1)``, capped, times 0.5-1.0."""
-        base: float = min(self._max_backoff, self._backoff * 2.0 ** min(attempt - 1, 30))
-        return base * random.uniform(0.5, 1.0)
-
-    def _failing(self) -> None:
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-
-    def run(self) -> None:
-        failures = 0  # consecutive failed lists/watches (and 410s right after a list)
-        while not self._stop.is_set():
-            listed_at = time.monotonic()
-            try:
-                rv = self._list()
-                deadline = time.monotonic() + self._resync
-                short = 0  # consecutive watches that ended at once with nothing in them
-                while not self._stop.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self._metrics.watch_restarts.labels(self.kind, "resync").inc()
-                        break
-                    timeout = max(1, min(self._watch_timeout, int(left)))
-                    started = time.monotonic()
-                    rv, events = self._watch(rv, timeout)
-                    failures = 0
-                    if events == 0 and time.monotonic() - started < min(self._min_watch, timeout / 2):
-                        short += 1
-                        self._metrics.watch_restarts.labels(self.kind, "short").inc()
-                        self._stop.wait(self.delay(short))
-                    else:
-                        short = 0
-                        self._metrics.watch_restarts.labels(self.kind, "timeout").inc()
-            except _Gone:
-                log.info("%s watch: resourceVersion expired (410 Gone); relisting", self.kind)
-                self._metrics.watch_restarts.labels(self.kind, "gone").inc()
-                if time.monotonic() - listed_at < self._min_watch:  # 410 right after a list: back off too
-                    failures += 1
-                    self._stop.wait(self.delay(failures))
-            except Exception as err:  # network, API or stream errors: back off and relist
-                if self._stop.is_set():
-                    break
-                self._failing()
-                failures += 1
-                wait = self.delay(failures)
-                log.warning("%s list/watch failed: %s; relisting in %.1fs", self.kind, str(err)[:300], wait)
-                self._metrics.watch_restarts.labels(self.kind, "error").inc()
-                self._stop.wait(wait)
-
-    def _list(self) -> str:
-        """One paged LIST, streamed: each page is decoded and handed on, then dropped.
-
-        ``on_replace`` consumes the items as they come (only its small records
-        outlive a page), so a 5,000-node relist never holds 5,000 decoded Node
-        objects at once (~150 MB, and the garbage collector's full passes over
-        them held the GIL for ~300 ms each). A failure mid-way propagates out
-        of ``on_replace`` before it has changed anything.
-        """
-        state = {"rv": ""}
-        with _no_gc_passes():
-            self._on_replace(self._items(state))  # never raises for one object's sake (see ClusterCache)
-        rv = state["rv"]
-        self.lists += 1
-        self.failing_since = None
-        self.synced.set()
-        return rv
-
-    def _items(self, state: dict[str, str]) -> Iterator[dict[str, Any]]:
-        cont: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"limit": self._page, "_preload_content": False,
-                                      "_request_timeout": self._req_timeout}
-            if cont:
-                kwargs["_continue"] = cont
-            resp = self._list_fn(**kwargs)
-            try:
-                doc = json.loads(resp.data)
-            finally:
-                resp.release_conn()
-            if not isinstance(doc, dict):
-                raise RuntimeError(f"{self.kind} list: answer is not a JSON object")
-            raw = doc.get("items")
-            meta = _map(doc.get("metadata"))
-            state["rv"] = str(meta.get("resourceVersion") or state["rv"])[:64]
-            cont = meta.get("continue") or None
-            del doc
-            if isinstance(raw, list):
-                yield from (item for item in raw if isinstance(item, dict))
-            del raw  # this page is garbage before the next one is fetched
-            if not cont:
-                return
-            cont = str(cont)
-            time.sleep(0)  # between pages: requests waiting for the GIL go first
-
-    def _watch(self, rv: str, timeout: int) -> tuple[str, int]:
-        """Watch from ``rv`` until the server ends it; return the last resourceVersion and the event count."""
-        try:
-            resp = self._list_fn(
-                watch=True,
-                resource_version=rv,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout,
-                _preload_content=False,
-                _request_timeout=(self._req_timeout, timeout + self._req_timeout),
-            )
-        except ApiException as err:
-            if err.status == 410:
-                raise _Gone from err
-            raise
-        self._resp = resp
-        self.watches += 1
-        self.failing_since = None  # the API server answered: we are in sync from here on
-        events = 0
-        try:
-            if self._stop.is_set():  # stop() came while the request was being made
-                return rv, events
-            for line in iter_resp_lines(resp):
-                if self._stop.is_set():
-                    break
-                if not line:
-                    continue
-                event = json.loads(line)  # a stream that is not JSON lines is broken: relist (backoff)
-                obj = event.get("object") if isinstance(event, dict) else None
-                if not isinstance(obj, dict):
-                    self._metrics.bad_objects.labels(self.kind, "bad_event").inc()
-                    continue
-                etype = event.get("type")
-                events += 1
-                if etype == "ERROR":
-                    if obj.get("code") == 410:
-                        raise _Gone
-                    raise RuntimeError(f"watch error {str(obj.get('code'))[:8]}: {str(obj.get('message'))[:200]}")
-                meta = obj.get("metadata")
-                new_rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
-                if etype in ("ADDED", "MODIFIED", "DELETED"):
-                    self._on_event(etype, obj)  # never raises for one object's sake (see ClusterCache)
-                if new_rv:
-                    rv = str(new_rv)[:64]
-        finally:
-            self._resp = None
-            resp.close()
-            resp.release_conn()
-        return rv, events
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,38 +73,9 @@ class PodRecord:
 
 
 #: nodes rebuilt between two voluntary GIL releases during a relist (see docs/reliability.md)
+
+
 _YIELD_EVERY = 16
-
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def _no_gc_passes() -> Iterator[None]:
-    """No automatic garbage-collector passes while a list streams in (reference counting still frees).
-
-    Why: decoding a 5,000-node list allocates millions of objects, which
-    triggers full collections; each pass over the extender's heap held the GIL
-    for 60-300 ms (measured, docs/reliability.md), stalling every request. The
-    decoded objects hold no reference cycles, so reference counting frees them
-    as each page is dropped; collection resumes, unchanged, when the last list
-    in progress ends. Re-entrant across the three informer threads.
-    """
-    global _gc_users, _gc_was_enabled
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0 and _gc_was_enabled:
-                gc.enable()
-
 
 def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}

@@ -267,7 +267,7 @@ def test_a_list_failing_mid_way_changes_nothing_and_gc_resumes() -> None:
     """Lists stream page by page; a failure on page 2 leaves the previous view whole."""
     import gc
 
-    from extender.cache import Reflector
+    from extender.reflector import Reflector
 
     service = make_service()
     cache = ClusterCache(prefix=PREFIX, locality_keys=[], registry=service.topologies, metrics=service.metrics)
