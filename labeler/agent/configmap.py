@@ -18,9 +18,7 @@ the Node; the Node's uid is read only when the owner reference is missing.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from typing import IO, Any, Protocol, cast
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from labeler.agent.desired import configmap_metadata, merged_value
 from labeler.agent.patch import MERGE_PATCH
 from labeler.agent.publish import RetryPolicy
 from labeler.topology import allocation, carrier
@@ -38,8 +37,6 @@ __all__ = [
     "CarrierResult",
     "DryRunConfigMapPublisher",
     "KubeConfigMapPublisher",
-    "desired_metadata",
-    "merged_value",
 ]
 
 
@@ -57,57 +54,6 @@ class AllocationPublisher(Protocol):
     """What the loop needs from a separate allocation carrier."""
 
     def publish(self, state: allocation.AllocationState) -> CarrierResult: ...
-
-
-def merged_value(current: str | None, state: allocation.AllocationState, refresh_s: float = 0.0) -> str:
-    """Keep ``current`` when it already says the same (its ``ts`` must not churn writes), unless its
-    ``ts`` is ``refresh_s`` older than ``state``'s (the agent's heartbeat for the extender; 0 = never).
-
-    Why a string comparison and not a decode: the value is ours and is about to be
-    replaced when it differs, so there is nothing to learn from decoding it, and a
-    damaged one (``0-4000000000``, deep nesting, ``1e400``) must cost no more than
-    reading it. ``current`` is kept only when it is exactly the canonical encoding of
-    ``state`` with some ``ts`` of at most 19 digits; anything else (damaged, or an older
-    spelling of the same state) is replaced by ``allocation.encode(state)`` in one write.
-
-    >>> s = allocation.AllocationState(frozenset({0}), {}, 5)
-    >>> merged_value('{"free":"0","ts":1,"used":{},"v":1}', s), merged_value(None, s)
-    ('{"free":"0","ts":1,"used":{},"v":1}', '{"free":"0","ts":5,"used":{},"v":1}')
-    >>> merged_value('{"free":"0-4000000000","ts":1,"used":{},"v":1}', s)
-    '{"free":"0","ts":5,"used":{},"v":1}'
-    >>> merged_value('{"free":"0","ts":1,"used":{},"v":1}', s, refresh_s=4)
-    '{"free":"0","ts":5,"used":{},"v":1}'
-    """
-    if current is not None:
-        ts = _canonical_ts(current, state)
-        fresh = not refresh_s or state.observed_at is None or (ts is not None and state.observed_at - ts < refresh_s)
-        if ts is not None and fresh:
-            return current
-    return allocation.encode(state)
-
-
-_TS = re.compile(r"[0-9]{1,19}")
-
-
-def _canonical_ts(current: str, state: allocation.AllocationState) -> int | None:
-    """The ``ts`` of ``current`` when it is the canonical encoding of ``state``'s free/used sets, else ``None``.
-
-    The canonical form sorts keys, so ``ts`` sits between ``free`` (a cpulist: no quotes)
-    and ``used``: split our own encoding there and compare both sides as strings.
-    """
-    ours = allocation.encode(dataclasses.replace(state, observed_at=0))
-    head, sep, tail = ours.partition('"ts":0')
-    if not sep or len(current) > len(ours) + 19 or not (current.startswith(head) and current.endswith(tail)):
-        return None
-    digits = current[len(head) + 5: len(current) - len(tail)]
-    return int(digits) if _TS.fullmatch(digits) else None
-
-
-def desired_metadata(node: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Labels and annotations our ConfigMap for ``node`` carries (see :mod:`labeler.topology.carrier`)."""
-    labels = {carrier.MANAGED_BY_LABEL: carrier.MANAGED_BY_VALUE, carrier.NODE_KEY: carrier.node_label_value(node)}
-    annotations = {carrier.NODE_KEY: node} if carrier.node_label_value(node) != node else {}
-    return labels, annotations
 
 
 def _owned_by(meta: Any, node: str) -> bool:
@@ -143,7 +89,7 @@ class KubeConfigMapPublisher:
             if err.status != 404:
                 raise
             current = None
-        labels, annotations = desired_metadata(self.node_name)
+        labels, annotations = configmap_metadata(self.node_name)
         if current is None:
             body: dict[str, Any] = {
                 "apiVersion": "v1",

@@ -33,7 +33,11 @@ status ``degraded`` with ``allocation not published: ...`` in the reason; a
 failing Node shows in ``/healthz``'s reason; both in
 ``gputopo_agent_publish_errors_total{target}`` and
 ``gputopo_agent_publish_failing{target}``. Values of ours that are damaged are
-never decoded to be compared, only replaced (see ``configmap.merged_value``).
+never decoded to be compared, only replaced (see ``desired.merged_value``).
+
+What the node should say is not decided here: :func:`labeler.agent.desired.desired_node`
+is a pure function of the hardware state, the allocation, the carrier's failure and
+what the Node carries now; this loop decides when to ask it and where to write.
 """
 
 from __future__ import annotations
@@ -45,14 +49,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from labeler.agent.configmap import AllocationPublisher, CarrierResult, merged_value
+from labeler.agent.configmap import AllocationPublisher, CarrierResult
+from labeler.agent.desired import Hardware, desired_node
 from labeler.agent.health import AgentMetrics
 from labeler.agent.patch import Desired, NodeMeta
 from labeler.agent.publish import Publisher, PublishResult
 from labeler.agent.sources import AllocationSource, ProbeOutcome, Prober
 from labeler.topology import allocation, labels
-from labeler.topology.errors import CodecError, NoGpuError, ProbeError, PublishError
-from labeler.topology.model import Topology
+from labeler.topology.errors import NoGpuError, ProbeError, PublishError
 
 __all__ = ["NO_GPU_REASON", "STALL_AFTER_S", "TARGET_CONFIGMAP", "TARGET_NODE", "Agent", "LoopConfig"]
 
@@ -64,7 +68,6 @@ STALL_AFTER_S = 300.0
 #: the two write targets, as named in metrics and reasons
 TARGET_NODE = "node"
 TARGET_CONFIGMAP = "configmap"
-_ERROR_CHARS = 300  # a failure's text in status-reason (the whole reason is cut at 1024 by the codec)
 
 
 @dataclass(frozen=True)
@@ -86,15 +89,6 @@ class LoopConfig:
     #: re-stamp an unchanged allocation (its ``ts``) this often, so the extender can tell a live agent's
     #: allocation from a dead one's (``ALLOCATION_MAX_AGE`` there); 0 = never
     allocation_refresh_s: float = 600.0
-
-
-@dataclass(frozen=True)
-class _Hardware:
-    """What the hardware part of the node should say (compared to detect change)."""
-
-    topology: Topology | None
-    status: labels.Status
-    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -137,8 +131,8 @@ class Agent:
         self.clock = clock
         self.wall_clock = wall_clock
         now = clock()
-        self.hardware = _Hardware(None, labels.Status.ERROR, "not probed yet")
-        self._published_hw: _Hardware | None = None
+        self.hardware = Hardware(None, labels.Status.ERROR, "not probed yet")
+        self._published_hw: Hardware | None = None
         self.alloc: allocation.AllocationState | None = None
         self._published_alloc: allocation.AllocationState | None = None
         self._alloc_changed_at: float | None = None
@@ -181,7 +175,7 @@ class Agent:
             status = labels.Status.DEGRADED if outcome.degraded else labels.Status.OK
             if outcome.topology != prev.topology:
                 self.next_alloc = now  # recompute the free set against the new GPU list right away
-            self.hardware = _Hardware(outcome.topology, status, outcome.degraded)
+            self.hardware = Hardware(outcome.topology, status, outcome.degraded)
             self.metrics.set_topology(outcome.topology)
         else:
             self._probe_failures += 1
@@ -189,11 +183,11 @@ class Agent:
             delay = min(self.config.probe_backoff_max_s, base * 2 ** (self._probe_failures - 1))
             self.next_probe = now + delay
             if isinstance(outcome, NoGpuError):
-                self.hardware = _Hardware(prev.topology, labels.Status.ERROR, NO_GPU_REASON)
+                self.hardware = Hardware(prev.topology, labels.Status.ERROR, NO_GPU_REASON)
             else:
                 # Degraded: last good labels are kept. Without a topology in memory the planner
                 # downgrades this to error unless the node still carries labels from an earlier run.
-                self.hardware = _Hardware(prev.topology, labels.Status.DEGRADED, f"probe failed: {outcome}")
+                self.hardware = Hardware(prev.topology, labels.Status.DEGRADED, f"probe failed: {outcome}")
             log.warning("probe failed (%s); keeping last good labels, next probe in %.0fs", outcome, delay)
         self.metrics.set_status(self.hardware.status)
 
@@ -238,60 +232,14 @@ class Agent:
         )
 
     # -- planning -----------------------------------------------------------------
-    def _planner(self, hw: _Hardware, alloc: allocation.AllocationState | None,
+    def _planner(self, hw: Hardware, alloc: allocation.AllocationState | None,
                  alloc_error: str | None = None) -> Callable[[NodeMeta], Desired]:
-        prefix = self.config.prefix
-        status_label_keys = set(labels.status_labels(labels.Status.OK, prefix=prefix))
-        reason_keys = set(labels.status_annotations("", prefix=prefix))
-        alloc_key = prefix + allocation.ANNOTATION_SUFFIX
+        """What the publisher plans against the Node it reads: :func:`~labeler.agent.desired.desired_node`."""
+        config = self.config
 
         def plan(current: NodeMeta) -> Desired:
-            reasons = [hw.reason] if hw.reason is not None else []
-            if hw.topology is not None:
-                status = hw.status
-                lab = labels.encode(hw.topology, prefix=prefix, status=status)
-                ann = labels.encode_annotations(hw.topology, prefix=prefix)
-            else:
-                # Never probed successfully in this process: keep what a previous run published,
-                # unless it is damaged, in which case nothing of it is true and it goes.
-                lab = {k: v for k, v in current.labels.items() if labels.owns(k, prefix=prefix)}
-                ann = {
-                    k: v
-                    for k, v in current.annotations.items()
-                    if labels.owns(k, prefix=prefix) and k not in reason_keys and k != alloc_key
-                }
-                try:
-                    described = labels.decode_labels(dict(current.labels), prefix=prefix) is not None
-                except CodecError as err:
-                    described = False
-                    lab, ann = {}, {}
-                    reasons.append(f"damaged gputopo labels removed ({err})")
-                status = hw.status if described else labels.Status.ERROR
-                kept_schema = lab.get(prefix + labels.SCHEMA)
-                for k in status_label_keys:
-                    lab.pop(k, None)
-                lab.update(labels.status_labels(status, prefix=prefix))
-                if described and kept_schema is not None:  # kept labels keep the schema they were written in
-                    lab[prefix + labels.SCHEMA] = kept_schema
-            if alloc_error is not None and hw.topology is not None:
-                if status is labels.Status.OK:
-                    status = labels.Status.DEGRADED
-                    lab.update(labels.status_labels(status, prefix=prefix))
-                reasons.append(f"allocation not published: {alloc_error[:_ERROR_CHARS]}")
-            if reasons and status is not labels.Status.OK:
-                ann.update(labels.status_annotations("; ".join(reasons), prefix=prefix))
-            # When the allocation is not carried on the Node it is simply not desired,
-            # so plan_patch removes a stale annotation we own -- unless the separate
-            # carrier is failing, when the old annotation is all the extender has.
-            on_node = current.annotations.get(alloc_key)
-            if self.config.allocation_on_node:
-                if alloc is not None and hw.topology is not None:
-                    ann[alloc_key] = merged_value(on_node, alloc, self.config.allocation_refresh_s)
-                elif on_node is not None:
-                    ann[alloc_key] = on_node
-            elif alloc_error is not None and on_node is not None and hw.topology is not None:
-                ann[alloc_key] = on_node
-            return Desired(lab, ann)
+            return desired_node(current, hw, alloc, prefix=config.prefix, allocation_on_node=config.allocation_on_node,
+                                allocation_refresh_s=config.allocation_refresh_s, alloc_error=alloc_error)
 
         return plan
 
@@ -332,7 +280,7 @@ class Agent:
             wake.append(self._node_retry_at)
         return max(0.0, min(wake) - self.clock())
 
-    def _write_carrier(self, hw: _Hardware, alloc: allocation.AllocationState | None) -> CarrierResult | None:
+    def _write_carrier(self, hw: Hardware, alloc: allocation.AllocationState | None) -> CarrierResult | None:
         """The allocation ConfigMap, when there is one and something to say; records the outcome."""
         if self.allocation_publisher is None or alloc is None or hw.topology is None:
             return None
@@ -351,7 +299,7 @@ class Agent:
         self.metrics.set_failing(TARGET_CONFIGMAP, False)
         return carried
 
-    def _write_node(self, hw: _Hardware, alloc: allocation.AllocationState | None) -> PublishResult | None:
+    def _write_node(self, hw: Hardware, alloc: allocation.AllocationState | None) -> PublishResult | None:
         """Read, plan and (if needed) PATCH the Node; records the outcome."""
         shown = self._alloc_error
         try:
@@ -379,7 +327,7 @@ class Agent:
         self.metrics.set_failing(target, True)
         log.error("publish to %s failed: %s; next attempt in %.0fs", target, error, self.config.publish_retry_s)
 
-    def _publish_all(self, hw: _Hardware, alloc: allocation.AllocationState | None, *,
+    def _publish_all(self, hw: Hardware, alloc: allocation.AllocationState | None, *,
                      node: bool = True, carrier: bool = True) -> _Pass:
         """The allocation carrier first (so switching carriers never leaves the extender with neither), then the Node.
 
