@@ -53,8 +53,8 @@ from fake_apiserver import FakeApiServer  # noqa: E402
 from gputopo import audit_cluster  # noqa: E402
 from gputopo.cluster_reader import PENDING_SELECTOR, paused_gc  # noqa: E402
 from labeler.topology import carrier  # noqa: E402
-from policy.cluster_audit import audit  # noqa: E402
-from policy.cluster_nodes import AuditConfig  # noqa: E402
+from policy.audit.cluster_audit import audit  # noqa: E402
+from policy.audit.cluster_nodes import AuditConfig  # noqa: E402
 
 
 def serve(nodes: int, pods_per_node: int, conn: Any) -> None:

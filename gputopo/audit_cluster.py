@@ -1,7 +1,7 @@
 """``gputopo audit cluster``: what every GPU node publishes, and what the cluster makes of it.
 
 Reads Nodes, the agents' allocation ConfigMaps and pending pods (:mod:`gputopo.cluster_reader`),
-runs the pure analysis (:mod:`policy.cluster_audit`) and prints tables for people or one JSON
+runs the pure analysis (:mod:`policy.audit.cluster_audit`) and prints tables for people or one JSON
 object for machines. Every outcome is a documented exit code (``EXIT_CODES``, printed by
 ``--help``); ``--fail-on SEVERITY`` turns findings into a non-zero exit for CI and cron jobs.
 
@@ -32,8 +32,8 @@ from gputopo import guard
 from labeler.agent.settings import AgentSettings
 from labeler.topology import carrier, labels
 from labeler.topology.findings import Severity
-from policy.cluster_audit import SEVERITY_ORDER, ClusterAudit, audit
-from policy.cluster_nodes import DEFAULT_POOL_KEYS, DEFAULT_TYPE_KEYS, AuditConfig
+from policy.audit.cluster_audit import SEVERITY_ORDER, ClusterAudit, audit
+from policy.audit.cluster_nodes import DEFAULT_POOL_KEYS, DEFAULT_TYPE_KEYS, AuditConfig
 from policy.workload import GPU_RESOURCE
 
 __all__ = ["EXIT_CODES", "AuditClusterSettings", "main"]

@@ -15,8 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from labeler.topology.findings import Severity
-from policy.cluster_audit import ClusterAudit
-from policy.cluster_nodes import ClusterFinding, NodeView
+from policy.audit.cluster_audit import ClusterAudit
+from policy.audit.cluster_nodes import ClusterFinding, NodeView
 
 __all__ = ["render"]
 

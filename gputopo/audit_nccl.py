@@ -1,10 +1,10 @@
 """`gputopo audit nccl LOG`: compare an ``all_reduce_perf`` result with what its GPUs should reach.
 
 Reads the log (nccl-tests output, with or without ``NCCL_DEBUG=INFO`` lines) through
-:mod:`policy.nccl_log`, the node's topology from ``--topology FILE`` (``nvidia-smi topo
+:mod:`policy.audit.nccl_log`, the node's topology from ``--topology FILE`` (``nvidia-smi topo
 -m`` text or topology JSON), maps the run's ranks to GPUs (their PCI bus ids, NCCL's
 ``nvmlDev``, or the CUDA device index; ``--gpus`` overrides), and prints the analysis of
-:mod:`policy.nccl_audit`.
+:mod:`policy.audit.nccl_audit`.
 
 Exit status (docs/audit.md; 0, 1 and 130 as for ``gputopo audit``, :mod:`gputopo.guard`):
 0 analysed; 1 internal error; 2 unusable input (unreadable or not a log, bad ``--topology``,
@@ -29,7 +29,7 @@ from labeler.topology import labels
 from labeler.topology.errors import TopologyError
 from labeler.topology.findings import Finding
 from labeler.topology.model import Topology
-from policy import nccl_audit, nccl_log
+from policy.audit import nccl_audit, nccl_log
 
 __all__ = ["EXIT_FAR_BELOW", "EXIT_INPUT", "main", "parse_gpu_list"]
 

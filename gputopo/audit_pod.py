@@ -1,10 +1,10 @@
 """`gputopo audit pod`: run inside a container, say what its GPUs are worth together.
 
 Reads ``NVIDIA_VISIBLE_DEVICES`` / ``CUDA_VISIBLE_DEVICES`` (decoded by
-:mod:`policy.device_list`), finds the node's topology — ``--topology FILE``, else a probe
+:mod:`policy.audit.device_list`), finds the node's topology — ``--topology FILE``, else a probe
 of this container (NVML, ``nvidia-smi``, sysfs), else the Node's ``{prefix}topology``
 annotation through the API (node name from the downward-API variable ``NODE_NAME``) —
-and prints the analysis of :mod:`policy.pod_audit`. With ``--fail-on LEVEL`` it is a
+and prints the analysis of :mod:`policy.audit.pod_audit`. With ``--fail-on LEVEL`` it is a
 gate for an init container.
 
 Exit status (docs/audit.md; 0, 1 and 130 mean what they mean for ``gputopo audit``,
@@ -36,8 +36,8 @@ from labeler.topology.findings import Finding, Severity
 from labeler.topology.links import ISLAND_LEVELS, LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.serialize import format_cpulist
-from policy import device_list, pod_audit
-from policy.device_list import Scope
+from policy.audit import device_list, pod_audit
+from policy.audit.device_list import Scope
 
 __all__ = ["EXIT_GATE", "EXIT_INPUT", "EXIT_NO_TOPOLOGY", "EXIT_UNKNOWN", "Source", "main", "run"]
 

@@ -16,7 +16,7 @@ What each input may weigh (docs/audit.md, "Input limits"):
 - topology JSON (``audit pod|nccl --topology``: the annotation, a whole Node, ``audit --json``):
   :data:`TOPOLOGY_JSON_BYTES`, 4 MiB: etcd stores at most 1.5 MiB per object and
   ``kubectl get node -o json`` pretty-prints it;
-- an nccl-tests log (``audit nccl LOG``): ``policy.nccl_log.MAX_LOG_CHARS``, 64 MiB, the
+- an nccl-tests log (``audit nccl LOG``): ``policy.audit.nccl_log.MAX_LOG_CHARS``, 64 MiB, the
   parser's own limit.
 """
 

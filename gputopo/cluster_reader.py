@@ -15,7 +15,7 @@ What is read, and why only that (docs/audit.md, "What it reads"):
 Each page is decoded with :func:`json.loads` from the raw response (``_preload_content=False``:
 the client's model classes cost far more than the JSON) and reduced to records at once, so memory
 holds one page of full objects. Nothing in an object can raise here: missing or mistyped fields
-become absent values, and the analysis (:mod:`policy.cluster_audit`) decodes what is ours.
+become absent values, and the analysis (:mod:`policy.audit.cluster_audit`) decodes what is ours.
 
 Failures: a node list that cannot be read ends the audit (:class:`ClusterReadError`); a
 ConfigMap or pod list refused by RBAC (403) or missing (404) is reported as a finding about
@@ -36,8 +36,8 @@ from kubernetes.client.exceptions import ApiException
 
 from labeler.topology import carrier
 from labeler.topology.findings import Severity
-from policy.cluster_audit import PendingPod
-from policy.cluster_nodes import GFD_COUNT, GFD_PRESENT, ClusterFinding, NodeInput
+from policy.audit.cluster_audit import PendingPod
+from policy.audit.cluster_nodes import GFD_COUNT, GFD_PRESENT, ClusterFinding, NodeInput
 from policy.workload import gpu_request, parse_quantity_int
 
 __all__ = ["PENDING_SELECTOR", "ClusterReadError", "ListStats", "ReadResult", "Reporter", "paused_gc", "read_cluster"]

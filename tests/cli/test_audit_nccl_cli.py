@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gputopo import audit_nccl
-from policy import nccl_log
+from policy.audit import nccl_log
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "tests" / "fixtures" / "nccl-logs"

@@ -25,7 +25,7 @@ from gputopo import audit_pod, kube_node
 from gputopo.audit_pod import EXIT_GATE, EXIT_INPUT, EXIT_NO_TOPOLOGY, EXIT_UNKNOWN, Source
 from labeler.topology import labels
 from labeler.topology.errors import NoGpuError, ProbeError
-from policy.device_list import VOLUME_MOUNTS_ROOT, Scope
+from policy.audit.device_list import VOLUME_MOUNTS_ROOT, Scope
 
 ROOT = Path(__file__).resolve().parents[2]
 U = DGX_A100_UUIDS

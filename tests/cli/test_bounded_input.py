@@ -26,7 +26,7 @@ import pytest
 from gputopo import audit, audit_nccl, audit_pod
 from gputopo.bounded_input import SMI_TEXT_BYTES, TOPOLOGY_JSON_BYTES, InputTooLarge, read_bytes
 from labeler.topology import labels, smi_parser
-from policy import nccl_log
+from policy.audit import nccl_log
 
 ROOT = Path(__file__).resolve().parents[2]
 T027 = ROOT / "tests" / "fixtures" / "topo-corpus" / "027_8gpu-nv12-bridge-pairs-node-sys-2nics.txt"

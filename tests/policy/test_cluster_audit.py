@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from labeler.topology import allocation, labels
 from labeler.topology.findings import Severity
 from labeler.topology.links import LinkLevel
-from policy.cluster_audit import PendingPod, audit
-from policy.cluster_gpus import Topologies, nccl_suggestion, pod_spans, stranded
-from policy.cluster_nodes import AuditConfig, Decoder, Freshness, NodeInput, view_node
+from policy.audit.cluster_audit import PendingPod, audit
+from policy.audit.cluster_gpus import Topologies, nccl_suggestion, pod_spans, stranded
+from policy.audit.cluster_nodes import AuditConfig, Decoder, Freshness, NodeInput, view_node
 
 NOW = 1_800_000_000.0
 CFG = AuditConfig(now=NOW, allocation_max_age_s=1800.0, allocation_refresh_s=600.0)

@@ -1,6 +1,6 @@
 """NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES: every form, decoded and mapped onto named machines.
 
-Expected values are worked out by hand from the rules cited in policy/device_list.py (the
+Expected values are worked out by hand from the rules cited in policy/audit/device_list.py (the
 container toolkit, libnvidia-container, the CUDA Programming Guide and PyTorch's emulation of
 the driver), not copied from the code's output.
 """
@@ -16,7 +16,7 @@ from pod_machines import DGX_A100_MIG, DGX_A100_UUIDS, container_view, dgx_a100
 
 from labeler.topology.errors import CodecError, DeviceListError
 from labeler.topology.model import Topology
-from policy.device_list import (
+from policy.audit.device_list import (
     MAX_ENTRIES,
     MAX_VALUE_CHARS,
     VOLUME_MOUNTS_ROOT,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pod_machines import corpus
 
-from policy.nccl_audit import Verdict, analyse, to_dict
-from policy.nccl_log import parse
+from policy.audit.nccl_audit import Verdict, analyse, to_dict
+from policy.audit.nccl_log import parse
 
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "nccl-logs"
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from pod_machines import corpus
 
 from labeler.topology.errors import CodecError, NcclLogError
-from policy import nccl_audit
-from policy.nccl_log import Transport, parse
+from policy.audit import nccl_audit
+from policy.audit.nccl_log import Transport, parse
 
 LOGS = Path(__file__).resolve().parents[1] / "fixtures" / "nccl-logs"
 

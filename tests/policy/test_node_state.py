@@ -12,7 +12,7 @@ import pytest
 from cluster_fixture import L40S, PREFIX
 
 from labeler.topology import allocation, labels
-from policy.cluster_nodes import AuditConfig, Decoder, NodeInput, view_node
+from policy.audit.cluster_nodes import AuditConfig, Decoder, NodeInput, view_node
 from policy.nodes.decode import TopologyRegistry
 from policy.nodes.facts import facts_from_parts
 from policy.nodes.state import NodeState, allocation_text, classify, is_stale, status_problem

@@ -23,7 +23,7 @@ from typing import Any
 from labeler.topology import labels
 from labeler.topology.findings import Severity
 from labeler.topology.links import LinkLevel
-from policy.cluster_gpus import (
+from policy.audit.cluster_gpus import (
     NcclSuggestion,
     PodSpan,
     Stranded,
@@ -33,7 +33,7 @@ from policy.cluster_gpus import (
     running_sizes,
     stranded,
 )
-from policy.cluster_nodes import AuditConfig, ClusterFinding, Decoder, NodeInput, NodeView, view_node
+from policy.audit.cluster_nodes import AuditConfig, ClusterFinding, Decoder, NodeInput, NodeView, view_node
 
 __all__ = ["SEVERITY_ORDER", "ClassSummary", "ClusterAudit", "PendingPod", "PoolSummary", "audit"]
 
