@@ -19,11 +19,14 @@ Numbers are warm (memo caches filled by a first pass); the cold first pass is
 reported separately.
 
 Rerun: ``.venv/bin/python bench/bench_extender.py`` (``--quick`` for fewer repetitions).
+``--before REF`` measures each cell on the code of git ``REF`` and on this tree in turn
+(each in a fresh process, ``--rounds`` alternations), and prints them side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import multiprocessing
@@ -39,6 +42,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+if "--code" in sys.argv:  # measure the packages of another tree (used by --before): bind them first
+    sys.path.insert(0, sys.argv[sys.argv.index("--code") + 1])
 
 import pydantic_core  # noqa: E402
 import uvicorn  # noqa: E402
@@ -49,7 +54,11 @@ from extender.metrics import Metrics  # noqa: E402
 from extender.service import Service, ServiceConfig  # noqa: E402
 from extender.settings import DEFAULT_LOCALITY_KEYS  # noqa: E402
 from labeler.topology import allocation, labels, smi_parser  # noqa: E402
-from policy.scoring import DEFAULT_STRATEGIES, resolve  # noqa: E402
+
+try:  # trees before the policy layer kept the strategies in the extender (``extender`` is the tree under test)
+    from extender.scoring import DEFAULT_STRATEGIES, resolve  # type: ignore[import-not-found]
+except ImportError:
+    from policy.scoring import DEFAULT_STRATEGIES, resolve
 
 CORPUS = ROOT / "tests" / "fixtures" / "topo-corpus"
 PROTOCOL = ROOT / "tests" / "fixtures" / "extender-protocol"
@@ -199,6 +208,10 @@ def run(n: int, mode: str, reps: int, http_reps: int) -> dict[str, Any]:
     cached = mode == "cached"
     service = make_service(nodes if cached else None)
     data = body(pod, None, names) if cached else body(pod, nodes, None)
+    # the heap as the server has it after start-up (extender.server.settle_heap): without this, whether a
+    # full collection over the test's own node objects lands inside the cold pass is a coin toss (~50 ms)
+    gc.collect()
+    gc.freeze()
     t0 = time.perf_counter()
     first = service.filter(data)
     cold_filter = time.perf_counter() - t0
@@ -223,6 +236,7 @@ def run(n: int, mode: str, reps: int, http_reps: int) -> dict[str, Any]:
         hp = http_times(srv.port, "/prioritize", data, http_reps)
     row |= {"http_filter_p50": pct(hf, 50), "http_filter_p99": pct(hf, 99),
             "http_prio_p50": pct(hp, 50), "http_prio_p99": pct(hp, 99)}
+    gc.unfreeze()
     return row
 
 
@@ -230,15 +244,64 @@ def ms(x: float) -> str:
     return f"{x * 1000:.2f}"
 
 
+def _reps(n: int, mode: str, quick: bool) -> tuple[int, int]:
+    big = n >= 5000 and mode == "stateless"
+    reps = (5 if big else 30) if quick else (20 if big else 200)
+    return reps, max(3, reps // 4)
+
+
+def _side_by_side(ref: str, sizes: list[int], quick: bool, rounds: int) -> int:
+    """Each cell on ``ref``'s code and on this tree, alternately, each run in a fresh process."""
+    import subprocess
+    import tempfile
+
+    cols = ("floor_p50", "filter_p50", "filter_p99", "prio_p50", "prio_p99", "cold_filter", "cold_prio",
+            "http_filter_p50", "http_prio_p50")
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        print(f"before = {ref}, after = this tree; {rounds} alternation(s) per cell, p50 of the runs' p50s\n")
+        print("| nodes | mode | code | floor p50 ms | filter p50/p99 ms | prioritize p50/p99 ms | "
+              "cold filter+prio ms | HTTP filter p50 ms | HTTP prioritize p50 ms |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for n in sizes:
+            for mode in ("stateless", "cached"):
+                runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+                for _ in range(rounds):
+                    for code, extra in (("before", ["--code", tmp]), ("after", [])):
+                        out = subprocess.run([sys.executable, __file__, "--cell", f"{n},{mode}", *extra,
+                                              *(["--quick"] if quick else [])], capture_output=True, text=True,
+                                             check=True)
+                        runs[code].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                for code in ("before", "after"):
+                    m = {c: statistics.median(r[c] for r in runs[code]) for c in cols}
+                    print(f"| {n} | {mode} | {code} | {ms(m['floor_p50'])} | {ms(m['filter_p50'])}/"
+                          f"{ms(m['filter_p99'])} | {ms(m['prio_p50'])}/{ms(m['prio_p99'])} | "
+                          f"{ms(m['cold_filter'] + m['cold_prio'])} | {ms(m['http_filter_p50'])} | "
+                          f"{ms(m['http_prio_p50'])} |", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--sizes", default="500,5000")
+    ap.add_argument("--before", metavar="REF", help="also measure git REF's code, cell by cell, side by side")
+    ap.add_argument("--rounds", type=int, default=2, help="with --before: alternations per cell")
+    ap.add_argument("--cell", help=argparse.SUPPRESS)  # "N,MODE": one cell, one JSON line (used by --before)
+    ap.add_argument("--code", help=argparse.SUPPRESS)  # the tree whose packages are measured (read at import)
     args = ap.parse_args(argv)
     import logging
 
     logging.disable(logging.WARNING)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.cell:
+        n_text, mode = args.cell.split(",")
+        reps, http_reps = _reps(int(n_text), mode, args.quick)
+        print(json.dumps(run(int(n_text), mode, reps, http_reps)))
+        return 0
+    if args.before:
+        return _side_by_side(args.before, sizes, args.quick, args.rounds)
     print(f"machine: {platform.machine()} {platform.processor() or ''} | CPUs: {__import__('os').cpu_count()} | "
           f"Python {platform.python_version()} | {platform.platform()}")
     print()
@@ -248,9 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
         for mode in ("stateless", "cached"):
-            big = n >= 5000 and mode == "stateless"
-            reps = (5 if big else 30) if args.quick else (20 if big else 200)
-            http_reps = max(3, reps // 4)
+            reps, http_reps = _reps(n, mode, args.quick)
             r = run(n, mode, reps, http_reps)
             ratio = max(r["filter_p50"], r["prio_p50"]) / r["floor_p50"]
             print(f"| {n} | {mode} | {r['body_bytes'] / 1e6:.2f} MB | {ms(r['floor_p50'])}/{ms(r['floor_p99'])} | "

@@ -24,6 +24,7 @@ per-node terms (job affinity), which are memoised per request only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from labeler.topology.bytecache import ByteCache
@@ -67,7 +68,7 @@ class Shape:
 
 
 def group_key(topo_id: int, free_mask: int, shape: Shape) -> GroupKey:
-    return (topo_id, free_mask, *shape.key)
+    return (topo_id, free_mask, *shape.key)  # what the hot loops build as `facts.key + shape.key`
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,12 @@ class GroupDecision:
     score: int
 
     def cost_bytes(self) -> int:
-        """Estimated bytes of this entry and its key in the cache (CPython object sizes, rounded up)."""
+        """Estimated bytes of this entry and its key in the cache.
+
+        Conservative by design: for 4-GPU ranks on an 8-GPU NV18 board, tracemalloc measured
+        ~790 B per stored decision (key, entry, evaluation, placement, terms) against ~1,290 B
+        estimated here; ``tests/policy/test_decision.py`` checks the estimate stays above.
+        """
         ev = self.evaluation
         gpus = 0 if ev.placement is None else len(ev.placement.gpus)
         reason = 0 if self.verdict.reason is None else len(self.verdict.reason) + 50
@@ -133,9 +139,8 @@ class DecisionCache:
                  contexts: ContextRegistry | None = None) -> None:
         self.contexts = contexts if contexts is not None else ContextRegistry()
         self._groups: ByteCache[GroupKey, GroupDecision] = ByteCache(max_bytes=max_bytes, max_entries=max_entries)
-
-    def get(self, key: GroupKey) -> GroupDecision | None:
-        return self._groups.get(key)
+        #: the decision cached for a key, or None (the store's own lookup: one call on the hot path)
+        self.get: Callable[[GroupKey], GroupDecision | None] = self._groups.get
 
     def put(self, key: GroupKey, decision: GroupDecision) -> GroupDecision:
         """Keep ``decision`` (unless the budget is smaller than it); return what the cache holds for ``key``."""

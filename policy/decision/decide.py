@@ -122,11 +122,11 @@ class Decider:
 
     def decide(self, f: NodeFacts, shape: Shape) -> GroupDecision:
         """The decision every node with ``f``'s wiring and free set gets for ``shape`` (cached)."""
-        key = group_key(f.topo_id, f.free_mask, shape)
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit
-        return self.cache.put(key, self._decide(f, shape))
+        hit = self.cache.get(f.key + shape.key)
+        return hit if hit is not None else self._fill(f, shape)
+
+    def _fill(self, f: NodeFacts, shape: Shape) -> GroupDecision:
+        return self.cache.put(group_key(f.topo_id, f.free_mask, shape), self._decide(f, shape))
 
     def _decide(self, f: NodeFacts, shape: Shape) -> GroupDecision:
         ctx = self.context(f)
@@ -150,11 +150,13 @@ class Decider:
         shape = Shape.of(w)
         if not shape.required:
             return FilterResult(range(len(facts)))  # only `required` can drop a node
-        out = FilterResult([])
-        passed = out.passed
-        assert isinstance(passed, list)
+        passed: list[int] = []
+        failed: dict[str, str] = {}
+        unresolvable: dict[str, str] = {}
+        errors: list[NodeError] = []
         append = passed.append
         local: dict[tuple[int, int], Verdict] = {}  # per request: equal keys, equal verdicts
+        get, skey = self.cache.get, shape.key  # decide(), inlined: one call per group on the hot path
         ok = NodeState.OK
         for i, f in enumerate(facts):
             if f is None or f.state is not ok:
@@ -163,17 +165,18 @@ class Decider:
             v = local.get(f.key)
             if v is None:
                 try:
-                    v = local[f.key] = self.decide(f, shape).verdict
+                    d = get(f.key + skey)
+                    v = local[f.key] = (d if d is not None else self._fill(f, shape)).verdict
                 except Exception as err:  # this node's data broke our code: it (and its twins) fail open
-                    out.errors.append((f.name, err))
+                    errors.append((f.name, err))
                     v = local[f.key] = BROKEN
             if v.passes:
                 append(i)
             elif v.unresolvable:
-                out.unresolvable[f.name] = v.reason or "topology constraint cannot be met"
+                unresolvable[f.name] = v.reason or "topology constraint cannot be met"
             else:
-                out.failed[f.name] = v.reason or "topology constraint not met with the free GPUs"
-        return out
+                failed[f.name] = v.reason or "topology constraint not met with the free GPUs"
+        return FilterResult(passed, failed, unresolvable, errors)
 
     def needs_siblings(self, w: Workload) -> bool:
         """Does scoring ``w`` read where its job's other ranks run (fetch them only then)?"""
@@ -188,10 +191,11 @@ class Decider:
         shape = Shape.of(w)
         per_node = siblings is not None and self.scorer.has_per_node
         finish = self.scorer.finish
-        out = ScoreResult([])
-        scores = out.scores
+        scores: list[int] = []
+        errors: list[NodeError] = []
         append = scores.append
         local: dict[Any, int] = {}  # per request: equal keys (and, with siblings, equal locality), equal scores
+        get, skey = self.cache.get, shape.key  # decide(), inlined: one call per group on the hot path
         ok = NodeState.OK
         for f in facts:
             if f is None or f.state is not ok:
@@ -201,7 +205,9 @@ class Decider:
             s = local.get(key)
             if s is None:
                 try:
-                    d = self.decide(f, shape)
+                    d = get(f.key + skey)
+                    if d is None:
+                        d = self._fill(f, shape)
                     if d.partial is None:
                         s = 0
                     elif per_node:
@@ -210,11 +216,11 @@ class Decider:
                     else:
                         s = d.score
                 except Exception as err:  # this node's data broke our code: it (and its twins) score 0
-                    out.errors.append((f.name, err))
+                    errors.append((f.name, err))
                     s = 0
                 local[key] = s
             append(s)
-        return out
+        return ScoreResult(scores, errors)
 
     # -- one node, explained ------------------------------------------------------------
     def explain(self, w: Workload, f: NodeFacts, siblings: Siblings | None = None) -> Explanation:

@@ -134,7 +134,7 @@ class Scorer:
             if s is not None and not 0 <= s <= 10:
                 raise AssertionError(f"strategy {e.name} returned {s}, outside 0..10")
             out.append(Term(e.name, w, s, e.per_node))
-        return self.sorted_terms(out)
+        return self.sorted_terms(out) if per_node and self._per_node else tuple(out)  # shared: already in order
 
     def sorted_terms(self, terms: Iterable[Term]) -> tuple[Term, ...]:
         """``terms`` in configuration order."""
