@@ -92,6 +92,8 @@ def main() -> None:
     bench("dgx1-v100 cube-mesh (facts)", m.with_facts(factories.dgx1_v100(), m.VOLTA, m.GEN3_X16, p2p=P2P.OK))
     bench("l40s-class 4 switches + 4 NICs", m.with_facts(factories.pcie_8x_4switch_2socket(), m.ADA, m.GEN4_X16,
                                                           p2p=P2P.OK, nic_mbps=200_000))
+    bench("rtx-3090 bridge pairs, 2 sockets", m.with_facts(factories.nvlink_bridge_pairs_8x(), m.AMPERE_GA102,
+                                                           m.GEN4_X16, p2p=P2P.OK))
     bench("16x nvswitch (text only)", factories.nvswitch_16x())
     bench("16x pcie 8 switches (text only)", factories.pcie_16x_8switch())
 

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labeler.topology import bandwidth, islands, nic_locality
+from labeler.topology import bandwidth, islands, limits, nic_locality
 from labeler.topology.bandwidth import Resolved
 from labeler.topology.findings import gpu_set
 from labeler.topology.links import Link, LinkLevel
@@ -246,6 +246,10 @@ class BandwidthModel:
                 if all(h.transport is Transport.NVLINK for h in found[2]):
                     break  # an all-NVLink ring of the tightest links: nothing shared, nothing better
             assert best is not None
+            if any(h.transport is Transport.NVLINK for h in best[2]) and not all(
+                h.transport is Transport.NVLINK for h in best[2]
+            ):
+                best = self._improve(best)  # NVLink and PCIe mixed: the candidates are compositions
             ring_gbps, ring, hops, limits, assumed = best
         network: NetworkPath | None = None
         if multi_node:
@@ -298,6 +302,40 @@ class BandwidthModel:
         if not out or _edges(composed) != _edges(out[0]):
             out.append(composed)
         return out
+
+    def _improve(
+        self, best: tuple[float, list[int], tuple[Hop, ...], list[Limit], list[str]],
+    ) -> tuple[float, list[int], tuple[Hop, ...], list[Limit], list[str]]:
+        """Improve a candidate ring by 2-opt moves (reverse one stretch) while that raises its value.
+
+        Only for rings that mix NVLink and PCIe hops: a PCIe-only set has one candidate, the
+        order that visits every socket, host bridge and switch in one stretch, which no move
+        improves under these rules; an all-NVLink ring shares nothing.
+
+        Why: the candidates rank hops, but a shared uplink or socket link can make the
+        first of two equally slow candidates the worse ring; NCCL's own search tries ring
+        orders until it finds the fastest. Without this step a slower link could *raise* a
+        prediction (a property test found one: GPU0-GPU1 NODE → SYS took a 6-GPU set from
+        6 to 12 GB/s, because only the SYS matrix led to the ring that spares the uplink).
+        First improvement wins and the search starts again from it; at most
+        :data:`~labeler.topology.limits.RING_IMPROVE_BUDGET` rings are evaluated.
+        """
+        budget = limits.RING_IMPROVE_BUDGET
+        n = len(best[1])
+        moves = [(i, j) for i in range(1, n - 1) for j in range(i + 1, n) if not (i == 1 and j == n - 1)]
+        improved = True
+        while improved and budget > 0:
+            improved = False
+            ring = best[1]
+            for i, j in moves:
+                if budget <= 0:
+                    break
+                budget -= 1
+                found = self._evaluate(ring[:i] + ring[i:j + 1][::-1] + ring[j + 1:])
+                if found[0] > best[0]:
+                    best, improved = found, True
+                    break
+        return best
 
     def _evaluate(self, ring: list[int]) -> tuple[float, list[int], tuple[Hop, ...], list[Limit], list[str]]:
         """One ring's value: its slowest hop and the shared links it loads."""

@@ -36,6 +36,7 @@ __all__ = [
     "MAX_TOPOLOGY_JSON_CHARS",
     "PLACEMENT_EXACT_GPUS",
     "PLACEMENT_STEP_BUDGET",
+    "RING_IMPROVE_BUDGET",
 ]
 
 # -- hardware ---------------------------------------------------------------------------------
@@ -92,3 +93,7 @@ PLACEMENT_EXACT_GPUS = 16
 #: at 16 GPUs); past it the search falls back to a bounded greedy ring (``Placement.exact`` is
 #: then ``False``). See ``docs/reliability.md`` for the measured cost.
 PLACEMENT_STEP_BUDGET = 400_000
+#: Ring orders the bandwidth model tries when it improves a candidate ring by 2-opt moves
+#: (:mod:`labeler.topology.busbw`): every move of an 8-GPU ring is 20, so this allows several
+#: passes there and stops large sets from costing more than a few milliseconds.
+RING_IMPROVE_BUDGET = 200

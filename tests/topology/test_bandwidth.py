@@ -243,6 +243,31 @@ def test_pcie_ring_visits_each_switch_once() -> None:
     assert busbw.predict(topo, [3, 0, 2, 1]) == busbw.predict(topo, [0, 1, 2, 3])
 
 
+def test_a_ring_that_spares_a_shared_uplink_is_found() -> None:
+    # Found by the property "a slower link never raises a prediction": 6 V100s, Gen3 x16 (12 GB/s),
+    # P2P OK. GPUs 1, 3, 4 share a PCIe switch (PIX), GPU 2 sits beside it (PXB), GPU 0 on another
+    # host bridge (NODE), GPU 5 across the socket (SYS) with one NVLink to each of 3 and 4.
+    topo = m.with_facts(
+        factories.from_tokens([
+            "X NODE NODE NODE NODE SYS",
+            "NODE X PXB PIX PIX SYS",
+            "NODE PXB X PXB PXB SYS",
+            "NODE PIX PXB X PIX NV1",
+            "NODE PIX PXB PIX X NV1",
+            "SYS SYS SYS NV1 NV1 X",
+        ]),
+        m.VOLTA, m.GEN3_X16, p2p=P2P.OK,
+    )
+    # Ring 0-2-1-3-5-4: hops at 12 (host memory 0-2 and 4-0, P2P 2-1 and 1-3) and 20 (NV1, 3-5 and
+    # 5-4). The switch above 1, 3, 4 sees one PCIe stream in (2->1) and one out (4->0): nothing shared,
+    # 12 GB/s. The ring 0-1-2-3-5-4 is as fast hop by hop but sends 0->1 in and 1->2 out and 2->3
+    # in again: two streams on the uplink, 6 GB/s. The model must find the first.
+    found = busbw.predict(topo, range(6))
+    assert found is not None
+    assert found.gbps == pytest.approx(12.0)
+    assert found.bottleneck.kind == "hop"
+
+
 # -- the explanation -----------------------------------------------------------------------------------
 def test_explanation_names_ring_bottleneck_and_source() -> None:
     geforce = m.geforce_pairs_two_sockets(P2P.OK)
