@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--topology", metavar="FILE", help="the node's `nvidia-smi topo -m` text or topology JSON")
     p.add_argument("--fail-on", metavar="LEVEL", choices=[lv.slug for lv in ISLAND_LEVELS],
-                   help="exit 5 when the GPUs' ring bottleneck is at LEVEL or worse (nvlink pix pxb phb node sys)")
+                   help="exit 5 when the GPUs' ring bottleneck is at LEVEL or worse (nvlink pix pxb phb node sys); "
+                        "sys: the ring has a SYS hop, across CPU sockets or inside one NUMA node (findings "
+                        "socket-crossing, sys-within-numa)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--prefix", default=labels.DEFAULT_PREFIX, help="label/annotation prefix (default: %(default)s)")
     return p

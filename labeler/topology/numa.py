@@ -24,13 +24,14 @@ Affinity, CPU Affinity columns), NVML (memory/CPU affinity) and sysfs
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from labeler.topology.islands import sizes_text
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Gpu, Topology
 
-__all__ = ["Basis", "NumaGroups", "group"]
+__all__ = ["Basis", "NumaGroups", "crosses", "group"]
 
 
 class Basis(enum.StrEnum):
@@ -73,6 +74,44 @@ class NumaGroups:
             if gpu in g:
                 return i
         return None
+
+    def crosses(self, gpus: Iterable[int]) -> bool | None:
+        """Whether ``gpus`` sit on more than one NUMA group (see :func:`crosses`); ``None`` when unknown."""
+        wanted = set(gpus)
+        if len(wanted) < 2:
+            return False
+        if self.groups is None:
+            return None
+        where = {self.group_of(g) for g in wanted}
+        if None in where:
+            return None  # a GPU this topology does not hold
+        return len(where) > 1
+
+
+def crosses(topo: Topology, gpus: Iterable[int], groups: NumaGroups | None = None) -> bool | None:
+    """Do ``gpus`` span CPU sockets (NUMA nodes)? ``None`` when the grouping is unknown.
+
+    The one "crosses sockets" predicate: the audits (pod, cluster) and the simulator ask it.
+    It reads :func:`group` (NUMA affinity; PCIe link levels only for GPUs without usable
+    affinity), never a link level alone: a SYS path between two GPUs of one NUMA node
+    (board 032: a socket split into NUMA domains the OS does not show, a hypervisor hiding
+    the PCIe tree, P2P disabled) is *not* a socket crossing, and GPUs of two NUMA nodes
+    joined by NVLink do cross sockets for their host memory and CPUs though their NCCL
+    ring does not. Callers that speak of the ring's traffic ("the ring crosses sockets")
+    combine this with a SYS bottleneck. Fewer than two distinct GPUs never cross. Pass
+    ``groups`` (from :func:`group`) when asking about many sets of one topology.
+
+    >>> from labeler.topology import smi_parser
+    >>> t = smi_parser.parse('''
+    ...         GPU0    GPU1    GPU2    CPU Affinity    NUMA Affinity
+    ... GPU0     X      SYS     SYS     0-31            0
+    ... GPU1    SYS      X      SYS     0-31            0
+    ... GPU2    SYS     SYS      X      32-63           1
+    ... ''')
+    >>> crosses(t, [0, 1]), crosses(t, [1, 2]), crosses(t, [2])
+    (False, True, False)
+    """
+    return (group(topo) if groups is None else groups).crosses(gpus)
 
 
 def _affinity_keys(gpus: tuple[Gpu, ...]) -> dict[int, tuple[str, frozenset[int]]]:

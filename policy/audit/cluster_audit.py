@@ -152,6 +152,7 @@ class ClusterAudit:
                 "pods_multi_gpu": len(self.pods),
                 "pods_spanning_islands": sum(1 for p in self.pods if p.spans),
                 "pods_crossing_sockets": sum(1 for p in self.pods if p.crosses_sockets),
+                "pods_sys_within_numa": sum(1 for p in self.pods if p.sys_within_numa),
                 "findings": {sev.value: counts.get(sev.value, 0) for sev in SEVERITY_ORDER},
             },
             "settings": {
@@ -319,17 +320,24 @@ def _pod_findings(pods: Sequence[PodSpan]) -> list[ClusterFinding]:
         best = "unknown" if p.best is None else p.best.slug
         if p.crosses_sockets:
             how = (f"the node offers {best} for {len(p.gpus)} GPUs" if p.spans
-                   else f"unavoidable: no {len(p.gpus)} GPUs of this node share a socket")
+                   else f"one NUMA node of this node holds {len(p.gpus)} GPUs" if p.numa_fits
+                   else f"unavoidable: no {len(p.gpus)} GPUs of this node share a NUMA node")
             out.append(ClusterFinding(
-                Severity.WARNING if p.spans else Severity.INFO, "pod-crosses-sockets",
-                f"{p.node}: pod {p.pod} holds GPUs {gpus} whose NCCL ring crosses sockets (SYS); {how}",
-                (p.node,), pod=p.pod))
+                Severity.WARNING if p.spans or p.numa_fits else Severity.INFO, "pod-crosses-sockets",
+                f"{p.node}: pod {p.pod} holds GPUs {gpus} on different NUMA nodes whose NCCL ring crosses "
+                f"sockets (SYS); {how}", (p.node,), pod=p.pod))
         elif p.spans:
             level = "unknown" if p.level is None else p.level.slug
             out.append(ClusterFinding(
                 Severity.WARNING, "pod-spans-islands",
                 f"{p.node}: pod {p.pod} holds GPUs {gpus} ringing at {level} ({p.ring_token}); "
                 f"the node offers {best} for {len(p.gpus)} GPUs",
+                (p.node,), pod=p.pod))
+        elif p.sys_within_numa:
+            out.append(ClusterFinding(
+                Severity.INFO, "pod-sys-within-numa",
+                f"{p.node}: pod {p.pod} holds GPUs {gpus} of one NUMA node whose NCCL ring has a SYS hop all the "
+                f"same (the best this node offers for {len(p.gpus)} GPUs; see the node's sys-within-numa finding)",
                 (p.node,), pod=p.pod))
     return out
 

@@ -9,9 +9,11 @@ state is not what the extender would believe either.
 **Level of a pod's GPU set.** ``Placer.best(gpus, k=len(gpus))`` on exactly the pod's GPUs gives
 the best NCCL ring through them and its bottleneck link; its level is "the level the pod spans".
 The node's *best level for k* is the same question asked of all the node's GPUs. A pod **spans
-islands** when its level is worse than that (a tighter set existed on the empty node), and
-**crosses sockets** when its level is SYS (the ring passes the SMP interconnect between NUMA
-nodes): unavoidable when the node's best level for k is SYS too.
+islands** when its level is worse than that (a tighter set existed on the empty node). Its ring
+**crosses sockets** when its level is SYS *and* its GPUs sit on more than one NUMA node
+(:func:`labeler.topology.numa.crosses`, from NUMA affinity): a SYS ring inside one NUMA node
+(board 032) is a SYS bottleneck, not a crossing, and with the grouping unknown the answer is
+unknown. A crossing is avoidable when some NUMA node of the node holds k GPUs.
 
 **Stranded GPUs** (docs/audit.md says the same). Let S be the demanded sizes: the GPU requests of
 unscheduled Pending pods, or, when none is pending, the sizes of the running GPU pods (from the
@@ -29,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from labeler.topology import numa
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.placement import Placer
@@ -60,12 +63,21 @@ class Topologies:
     def __init__(self) -> None:
         self._placers: dict[int, tuple[Topology, Placer]] = {}
         self._best: dict[tuple[int, int], LinkLevel | None] = {}
+        self._numa: dict[int, tuple[Topology, numa.NumaGroups]] = {}
 
     def placer(self, topo: Topology) -> Placer:
         hit = self._placers.get(id(topo))
         if hit is None or hit[0] is not topo:
             hit = (topo, Placer(topo))
             self._placers[id(topo)] = hit
+        return hit[1]
+
+    def numa(self, topo: Topology) -> numa.NumaGroups:
+        """The NUMA grouping of ``topo`` (memoised like the placer)."""
+        hit = self._numa.get(id(topo))
+        if hit is None or hit[0] is not topo:
+            hit = (topo, numa.group(topo))
+            self._numa[id(topo)] = hit
         return hit[1]
 
     def best_level(self, topo: Topology, k: int) -> LinkLevel | None:
@@ -87,6 +99,8 @@ class PodSpan:
     level: LinkLevel | None  # None: the set closes no ring over known links
     best: LinkLevel | None
     ring_token: str | None  # the bottleneck link's nvidia-smi token (NV12, SYS…)
+    numa_crossing: bool | None = None  # labeler.topology.numa.crosses: GPUs on more than one NUMA node
+    numa_fits: bool | None = None  # some NUMA node of the node holds this many GPUs (None: grouping unknown)
 
     @property
     def spans(self) -> bool:
@@ -94,8 +108,16 @@ class PodSpan:
         return self.level is not None and self.best is not None and self.level > self.best
 
     @property
-    def crosses_sockets(self) -> bool:
-        return self.level is LinkLevel.SYS
+    def crosses_sockets(self) -> bool | None:
+        """A SYS hop in the ring and GPUs on different NUMA nodes; ``None`` when the NUMA grouping is unknown."""
+        if self.level is not LinkLevel.SYS:
+            return False
+        return self.numa_crossing
+
+    @property
+    def sys_within_numa(self) -> bool:
+        """The ring has a SYS hop although all the GPUs share one NUMA node (the node finding ``sys-within-numa``)."""
+        return self.level is LinkLevel.SYS and self.numa_crossing is False
 
 
 def _pods_on(view: NodeView) -> dict[str, list[int]]:
@@ -119,11 +141,14 @@ def pod_spans(views: Iterable[NodeView], topos: Topologies) -> list[PodSpan]:
             if len(gpus) < 2:
                 continue
             placed = topos.placer(v.topo).best(gpus, len(gpus))
+            groups = topos.numa(v.topo)
             out.append(PodSpan(
                 pod=pod, node=v.name, gpus=tuple(sorted(gpus)),
                 level=None if placed is None else placed.level,
                 best=topos.best_level(v.topo, len(gpus)),
                 ring_token=None if placed is None else placed.bottleneck.token,
+                numa_crossing=groups.crosses(gpus),
+                numa_fits=None if groups.largest is None else groups.largest >= len(gpus),
             ))
     return out
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from labeler.topology import nic_locality
+from labeler.topology import nic_locality, numa
 from labeler.topology.findings import Finding, Severity
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
@@ -315,8 +315,12 @@ def _audit(log: NcclLog, section: Section | None, topo: Topology | None, given: 
             if placement is not None:
                 bn = placement.bottleneck
                 if bn.level is LinkLevel.SYS:
-                    findings.append(Finding(Severity.WARNING, "socket-crossing", f"{_gpus_text(gpus)} span CPU "
-                                            f"sockets: the ring's worst hop is SYS (~{bound:g} GB/s in the model)"))
+                    crossing = numa.crosses(topo, gpus)  # by NUMA affinity: a SYS hop inside one node is not
+                    code, where = (("socket-crossing", "span CPU sockets") if crossing
+                                   else ("sys-within-numa", "share one NUMA node") if crossing is False
+                                   else ("ring-bottleneck", "have unknown NUMA affinity"))
+                    findings.append(Finding(Severity.WARNING, code, f"{_gpus_text(gpus)} {where}: the ring's "
+                                            f"worst hop is SYS (~{bound:g} GB/s in the model)"))
                 elif bn.level in (LinkLevel.PHB, LinkLevel.NODE):
                     findings.append(Finding(Severity.INFO, "host-bridge", f"the ring's worst hop is {bn.token}: "
                                             "traffic between these GPUs goes through the CPU's PCIe root complex"))

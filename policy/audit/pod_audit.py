@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labeler.topology import islands, nic_locality
+from labeler.topology import islands, nic_locality, numa
 from labeler.topology.findings import Finding, Severity
 from labeler.topology.links import ISLAND_LEVELS, Link, LinkLevel
 from labeler.topology.model import Topology
@@ -145,6 +145,30 @@ _LEVEL_WORDS = {
 }
 
 
+def _bottleneck_finding(topo: Topology, gpus: Sequence[int], bn: Link) -> Finding:
+    """The ring's worst hop; a SYS hop is told apart by NUMA affinity (:func:`labeler.topology.numa.crosses`).
+
+    ``socket-crossing`` only where the GPUs sit on different NUMA nodes; a SYS hop between GPUs
+    of one NUMA node is ``sys-within-numa`` (the node finding of the same name says why), and
+    with the grouping unknown it stays a plain ``ring-bottleneck``.
+    """
+    sev = Severity.WARNING if bn.level >= LinkLevel.PHB else Severity.INFO
+    if bn.level is LinkLevel.SYS:
+        crossing = numa.crosses(topo, gpus)
+        if crossing:
+            return Finding(sev, "socket-crossing", f"the ring's worst hop is {bn.token} and the GPUs sit on "
+                                                   f"different NUMA nodes: traffic goes {_LEVEL_WORDS[bn.level]}")
+        if crossing is False:
+            return Finding(sev, "sys-within-numa", f"the ring's worst hop is {bn.token} although the GPUs share "
+                                                   "one NUMA node: the socket is split into NUMA domains the OS "
+                                                   "does not show, a hypervisor hides the PCIe tree, or P2P is "
+                                                   "disabled between them; expect host-memory bandwidth")
+        return Finding(sev, "ring-bottleneck", f"the ring's worst hop is {bn.token} (NUMA affinity unknown): "
+                                               f"traffic goes {_LEVEL_WORDS[bn.level]}")
+    return Finding(sev, "ring-bottleneck", f"the ring's worst hop is {bn.token}: traffic goes "
+                                           f"{_LEVEL_WORDS[bn.level]}")
+
+
 def analyse(topo: Topology, resolution: Resolution, cpus: frozenset[int] | None) -> PodAudit:
     """The audit of the GPUs ``resolution`` names on ``topo``, for a process with CPU mask ``cpus``."""
     gpus = tuple(g for g in resolution.gpus if g in topo.gpu_indices)
@@ -167,10 +191,7 @@ def analyse(topo: Topology, resolution: Resolution, cpus: frozenset[int] | None)
                                 f"no ring over known links closes through {_gpus(distinct)} (damaged topology?)"))
     else:
         bn = placement.bottleneck
-        sev = Severity.WARNING if bn.level >= LinkLevel.PHB else Severity.INFO
-        code = "socket-crossing" if bn.level is LinkLevel.SYS else "ring-bottleneck"
-        findings.append(Finding(sev, code, f"the ring's worst hop is {bn.token}: traffic goes "
-                                           f"{_LEVEL_WORDS[bn.level]}"))
+        findings.append(_bottleneck_finding(topo, distinct, bn))
         if best is not None and best.bottleneck.rank < bn.rank:
             findings.append(Finding(
                 Severity.INFO, "tighter-set-exists",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import string
 
 import pytest
-from cluster_fixture import A100, H100, L40S, L40S_ODD, PREFIX, alloc
+from cluster_fixture import A100, FIXTURES, H100, L40S, L40S_ODD, PREFIX, _parse, alloc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -119,6 +119,10 @@ def test_identical_annotations_are_decoded_once() -> None:
 
 
 # -- pods spanning islands ------------------------------------------------------------------------------
+# 032 (RTX 4090 x8): every pair SYS; NUMA affinity 0 for GPU0-3, 1 for GPU4-7
+RTX4090 = _parse(FIXTURES / "topo-corpus" / "032_rtx4090x8-allsys-2nics-tabs.txt", "NVIDIA GeForce RTX 4090")
+
+
 @pytest.mark.parametrize(("topo", "gpus", "level", "best", "spans", "crosses"), [
     (L40S, [0, 1], LinkLevel.PIX, LinkLevel.PIX, False, False),  # one switch
     (L40S, [0, 2], LinkLevel.NODE, LinkLevel.PIX, True, False),  # two switches of socket 0; a PIX pair existed
@@ -127,12 +131,25 @@ def test_identical_annotations_are_decoded_once() -> None:
     (H100, [0, 4], LinkLevel.NVLINK, LinkLevel.NVLINK, False, False),  # NVSwitch: no PCIe on the ring
     (A100, [0, 1], LinkLevel.NVLINK, LinkLevel.NVLINK, False, False),  # a bridge pair
     (A100, [1, 2], LinkLevel.NODE, LinkLevel.NVLINK, True, False),  # two bridges' halves
+    (RTX4090, [0, 1], LinkLevel.SYS, LinkLevel.SYS, False, False),  # SYS, but one NUMA node: no crossing
+    (RTX4090, [3, 4], LinkLevel.SYS, LinkLevel.SYS, False, True),  # NUMA 0 and 1 (avoidable: 0,1 share one)
 ])
 def test_pod_level_against_the_nodes_best(topo, gpus, level, best, spans, crosses) -> None:
     view, _ = view_node(labelled("n", topo, used={g: "ml/p" for g in gpus}), CFG, Decoder(PREFIX))
     (span,) = pod_spans([view], Topologies())
     assert (span.pod, span.gpus, span.level, span.best) == ("ml/p", tuple(gpus), level, best)
     assert (span.spans, span.crosses_sockets) == (spans, crosses)
+    assert span.sys_within_numa is (level is LinkLevel.SYS and not crosses)
+
+
+def test_a_sys_ring_inside_one_numa_node_is_its_own_finding() -> None:
+    # 032: pod a holds GPUs 0,1 (both NUMA 0), pod b GPUs 3,4 (NUMA 0 and 1); every ring is SYS
+    report = audit([labelled("rtx", RTX4090, used={0: "ml/a", 1: "ml/a", 3: "ml/b", 4: "ml/b"})], [], CFG)
+    codes = {(f.code, f.pod, f.severity) for f in report.findings if f.pod}
+    # b crosses though GPUs 0-3 share NUMA 0: avoidable, a warning; a stays in one node: information only
+    assert codes == {("pod-crosses-sockets", "ml/b", Severity.WARNING), ("pod-sys-within-numa", "ml/a", Severity.INFO)}
+    summary = report.to_dict()["summary"]
+    assert (summary["pods_crossing_sockets"], summary["pods_sys_within_numa"]) == (1, 1)
 
 
 def test_single_gpu_pods_and_unusable_nodes_have_no_span() -> None:

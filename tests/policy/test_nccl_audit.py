@@ -122,3 +122,11 @@ def test_json_contract() -> None:
             "gpu_mapping", "ring", "expected_busbw_gbps", "expected_note", "tightest_on_node", "verdict",
             "measured_over_expected", "transports", "findings"} <= r.keys()
     assert r["verdict"] == "below" and r["ring"] == {"gpus": [0, 1], "ring": [0, 1], "bottleneck": "PIX"}
+
+
+def test_sys_within_one_numa_node_is_not_a_socket_crossing() -> None:
+    # the same log on 032 with --gpus 0,1,2,3: every pair SYS, but all four have NUMA affinity 0
+    runs, _ = analyse(_parse("tinygrad-ogkm-36-rtx4090-x4-p2p-cut.log"), corpus("032"), [0, 1, 2, 3])
+    (run,) = runs
+    assert run.placement is not None and run.placement.bottleneck.token == "SYS"
+    assert "sys-within-numa" in _codes(run.findings) and "socket-crossing" not in _codes(run.findings)

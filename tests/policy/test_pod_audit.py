@@ -46,6 +46,9 @@ CASES = [
     ("027", (0, 1), frozenset({0, 1, 64}), "nvlink", "NV12", 240.0, Alignment.PARTIAL, {"cpu-partial"}),
     ("005", (0, 5), CPUS_0_7, "nvlink", "SYS", 6.0, Alignment.MISALIGNED, {"socket-crossing"}),
     ("005", (0, 1, 2, 3), CPUS_0_7, "nvlink", "NV1", 12.0, Alignment.ALIGNED, set()),
+    # 032: every pair SYS; GPU0,1 share NUMA node 0 (a SYS hop inside one node), GPU4 is on node 1
+    ("032", (0, 1), CPUS_0_7, "sys", "SYS", 6.0, Alignment.ALIGNED, {"sys-within-numa"}),
+    ("032", (0, 4), CPUS_0_7, "sys", "SYS", 6.0, Alignment.MISALIGNED, {"socket-crossing", "cpu-misaligned"}),
     ("010", tuple(range(8)), frozenset(range(48, 64)), "nvlink", "NV12", 240.0, Alignment.MISALIGNED,
      {"cpu-misaligned"}),
 ]
@@ -62,6 +65,8 @@ def test_pod_audit_on_named_machines(machine: str, gpus: tuple[int, ...], cpus: 
     assert audit.expected_busbw == busbw
     assert audit.cpu.status is align
     assert codes <= _codes(audit)
+    # "socket-crossing" only where the NUMA affinity differs (labeler.topology.numa.crosses)
+    assert ("socket-crossing" in _codes(audit)) is ("socket-crossing" in codes)
 
 
 def test_nics_and_cpu_details_on_027() -> None:

@@ -94,3 +94,51 @@ def test_pcie_downtrained_is_one_line_per_link_state() -> None:
     found = report.findings(Topology(gpus, topo.nics, topo.links))
     assert [f.message for f in found if f.code == "pcie-width-downtrained"] == [
         "GPU1-2: PCIe link trained at x8 of x16: reseat the card or check the riser/slot"]
+
+
+def _board(prefix: str) -> Topology:
+    from pathlib import Path
+
+    from labeler.topology import smi_parser
+
+    corpus = Path(__file__).resolve().parents[1] / "fixtures" / "topo-corpus"
+    (path,) = corpus.glob(f"{prefix}_*.txt")
+    return smi_parser.parse(path.read_text())
+
+
+# "crosses sockets" = the GPUs sit on more than one NUMA node, read off the affinity columns by hand
+CROSSES = [
+    # 032 RTX 4090 x8: every pair SYS, yet GPU0-3 have NUMA affinity 0 and GPU4-7 have 1
+    ("032", (0, 1), False),  # SYS between them, one NUMA node: not a socket crossing
+    ("032", (0, 1, 2, 3), False),
+    ("032", (6, 7), False),
+    ("032", (3, 4), True),  # NUMA 0 and 1
+    ("032", tuple(range(8)), True),
+    # 027: NV12 pairs, NODE inside a socket (NUMA 0: GPU0-3), SYS to the other (NUMA 1: GPU4-7)
+    ("027", (0, 1, 2, 3), False),
+    ("027", (0, 4), True),
+    # 005 DGX-1 (CPU affinity only): 0-11,24-35 for GPU0-3, 12-23,36-47 for GPU4-7; GPU0-GPU4 over NVLink
+    ("005", (0, 4), True),
+    ("005", (2, 3), False),
+    # 048 A10 x4 VM: every pair SYS on the one NUMA node the guest shows
+    ("048", (0, 1, 2, 3), False),
+    ("027", (5,), False),  # one GPU never crosses
+]
+
+
+@pytest.mark.parametrize(("board", "gpus", "want"), CROSSES, ids=[f"{b}-{''.join(map(str, g))}" for b, g, _ in CROSSES])
+def test_crosses_reads_numa_affinity_not_sys(board: str, gpus: tuple[int, ...], want: bool) -> None:
+    topo = _board(board)
+    assert numa.crosses(topo, gpus) is want
+    assert numa.group(topo).crosses(gpus) is want  # the same answer from a grouping computed once
+
+
+def test_crosses_is_unknown_when_the_grouping_is() -> None:
+    # NVLink pairs, no affinity, no NIC: which pair shares a node with which is unknown
+    topo = from_tokens(["X NV4 SYS SYS", "NV4 X SYS SYS", "SYS SYS X NV4", "SYS SYS NV4 X"])
+    assert numa.crosses(topo, (0, 2)) is None
+    assert numa.crosses(topo, (0, 1)) is None
+    assert numa.crosses(topo, (3,)) is False
+    # without affinity, links decide where they can: SYS separates, NODE joins
+    links = from_tokens(["X PIX SYS SYS", "PIX X SYS SYS", "SYS SYS X NODE", "SYS SYS NODE X"])
+    assert (numa.crosses(links, (0, 1)), numa.crosses(links, (1, 2))) == (False, True)
