@@ -71,11 +71,11 @@ from dataclasses import dataclass, field
 
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
+from labeler.topology.nvswitch import switched_islands
 
 __all__ = [
     "LEVEL_TO_P2P",
     "MAX_COUNTED_NVLINKS",
-    "MAX_DIRECT_NVLINKS_PER_GPU",
     "NVLINK_SCORE_PER_LINK",
     "P2P_SCORE",
     "DeviceLinks",
@@ -117,11 +117,6 @@ NVLINK_SCORE_PER_LINK = 100
 
 #: ``GetNVLink`` stops counting at ``EighteenNVLINKLinks`` (internal/links/device.go @876e7b7).
 MAX_COUNTED_NVLINKS = 18
-
-#: The most NVLink ports one GPU has: 18 on H100/H200 (NVLink 4) and B200 (NVLink 5), per
-#: ``shared/research/nccl-bandwidth.md``. A GPU whose NVLink counts to its peers add up to
-#: more than this cannot be wired to them directly, so the links go through NVSwitches.
-MAX_DIRECT_NVLINKS_PER_GPU = 18
 
 #: nvidia-smi levels and NVML common-ancestor types are the same scale (nvidia-smi prints
 #: ``nvmlDeviceGetTopologyCommonAncestor``), mapped as ``GetP2PLink`` maps NVML to link types.
@@ -365,9 +360,13 @@ def links_for(
       GPUs on different NUMA nodes are SYS; on the same one, at most NODE. With no evidence
       we take SYS, the weakest claim.
     - **NVSwitch.** ``nvidia-smi`` prints ``NV#`` for GPUs joined through NVSwitch, but
-      go-gpuallocator counts no NVLink there. When ``nvswitch`` is ``None`` we detect it:
-      a GPU whose NVLink counts add up to more than :data:`MAX_DIRECT_NVLINKS_PER_GPU`
-      cannot be wired directly (8x H100: 7 x NV18). Pass ``True``/``False`` to override.
+      go-gpuallocator counts no NVLink there (NVML names the switch, not the peer). When
+      ``nvswitch`` is ``None``, the pairs inside the islands gputopo's one rule calls
+      switched (:func:`labeler.topology.nvswitch.switched_islands`: all-to-all, more than
+      two GPUs, more links per GPU than any GPU has; 8x H100: 7 x NV18) count none, and
+      direct NVLink pairs keep their count. ``True`` drops every NVLink, ``False`` none.
+      This is our reading of the matrix, not Go's code: Go reads whatever NVML says, so
+      the model stays faithful to Go whichever rule infers the NVML view.
     - **Same board** (``P2PLinkSameBoard``, NVML TOPOLOGY_INTERNAL: dual-GPU boards such as
       K80) has no nvidia-smi level, so it never comes out of a Topology.
     - An unknown cell (``None``) becomes no PCIe link type (0 points). Real NVML always
@@ -405,8 +404,10 @@ def _links_cached(
         if override is not None and override not in _PCIE_LEVELS:
             raise ValueError(f"pcie override for ({a}, {b}) must be a PCIe level, not {override.name}")
         given[(a, b)] = override
+    switched: set[Pair] | None = None  # GPU pairs behind NVSwitch; None: as ``nvswitch`` says for all
     if nvswitch is None:
-        nvswitch = any(_nvlinks_of(topo, i) > MAX_DIRECT_NVLINKS_PER_GPU for i in range(n))
+        switched = {(a, b) for island in switched_islands(topo) for a in island for b in island if a < b}
+        nvswitch = bool(switched)
     p2p = [[P2PLinkType.UNKNOWN] * n for _ in range(n)]
     nvl = [[0] * n for _ in range(n)]
     for i in range(n):
@@ -422,16 +423,11 @@ def _links_cached(
                 level = _infer_pcie(topo, i, j)
             else:
                 level = link.level
-            if link is not None and link.level is LinkLevel.NVLINK and not nvswitch:
+            behind_switch = nvswitch if switched is None else (a, b) in switched
+            if link is not None and link.level is LinkLevel.NVLINK and not behind_switch:
                 nvl[i][j] = nvl[j][i] = link.nvlinks
             p2p[i][j] = p2p[j][i] = P2PLinkType.UNKNOWN if level is None else LEVEL_TO_P2P[level]
     return DeviceLinks(gpus, tuple(map(tuple, p2p)), tuple(map(tuple, nvl)), nvswitch)
-
-
-def _nvlinks_of(topo: Topology, i: int) -> int:
-    """How many NVLinks the GPU at position ``i`` shows to its GPU peers, all added up."""
-    row = topo.links[i][: len(topo.gpus)]
-    return sum(link.nvlinks for link in row if link is not None and link.level is LinkLevel.NVLINK)
 
 
 def _infer_pcie(topo: Topology, i: int, j: int) -> LinkLevel:

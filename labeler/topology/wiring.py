@@ -18,8 +18,9 @@ What is drawn where, all from the link matrix and affinity the model holds:
   NVLink board are joined into PCIe boxes only through the NICs they share a switch with.
 * **NVLink**: per NVLink island, either direct edges with their link count, or an
   **NVSwitch** when the island is all-to-all with more links per GPU than any GPU has
-  ports (:data:`MAX_NVLINKS_PER_GPU`): eight GPUs at ``NV12`` to each other would need 84
-  links each, so they reach each other through switches (HGX A100/H100, GB200 trays).
+  ports (:func:`labeler.topology.nvswitch.switched_islands`, the one rule): eight GPUs at
+  ``NV12`` to each other would need 84 links each, so they reach each other through
+  switches (HGX A100/H100, GB200 trays).
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from labeler.topology import islands, numa, serialize
+from labeler.topology import islands, numa, nvswitch, serialize
 from labeler.topology.links import Link, LinkLevel
 from labeler.topology.model import Topology
 
 __all__ = [
-    "MAX_NVLINKS_PER_GPU",
     "Box",
     "NvEdge",
     "NvSwitch",
@@ -41,11 +41,6 @@ __all__ = [
     "analyse",
     "pcie_level",
 ]
-
-#: The most NVLink ports any NVIDIA GPU has: 18 (H100 SXM5, NVIDIA H100 Tensor Core GPU
-#: Architecture whitepaper, "18 NVLink links"; B200/GB200 likewise 18 NVLink 5 links).
-#: V100 has 6, A100 12. An all-to-all island needing more links per GPU goes through NVSwitch.
-MAX_NVLINKS_PER_GPU = 18
 
 _PCIE_BOX_LEVELS = (LinkLevel.PIX, LinkLevel.PXB, LinkLevel.PHB)
 
@@ -236,17 +231,11 @@ def _nvlink(topo: Topology) -> tuple[tuple[NvEdge, ...], tuple[NvSwitch, ...]]:
     for island in islands.components(topo, LinkLevel.NVLINK):
         if len(island) < 2:
             continue
-        counts = {
-            (a, b): lk.nvlinks
-            for i, a in enumerate(island)
-            for b in island[i + 1 :]
-            if (lk := topo.gpu_link(a, b)) is not None and lk.level is LinkLevel.NVLINK
-        }
-        clique = len(counts) == len(island) * (len(island) - 1) // 2
-        per_gpu = {g: sum(n for pair, n in counts.items() if g in pair) for g in island}
-        if clique and len(island) > 2 and max(per_gpu.values()) > MAX_NVLINKS_PER_GPU:
+        group = tuple(island)
+        counts = nvswitch.island_links(topo, group)
+        if nvswitch.is_switched(group, counts):
             width = {g: max(n for pair, n in counts.items() if g in pair) for g in island}
-            switches.append(NvSwitch(tuple(island), width))
+            switches.append(NvSwitch(group, width))
         else:
             edges.extend(NvEdge(a, b, n) for (a, b), n in sorted(counts.items()))
     return tuple(edges), tuple(switches)

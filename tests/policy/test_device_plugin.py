@@ -23,6 +23,7 @@ from factories import dgx1_v100, from_tokens, hgx_h100_nv18, pcie_8x_4switch_2so
 from labeler.topology.links import LinkLevel, parse_link_token
 from labeler.topology.model import Gpu, Topology
 from labeler.topology.smi_parser import parse
+from labeler.topology.wiring import analyse
 from policy.device_plugin import BEST_EFFORT, BLIND, DeviceAdmissionError, choose, offer_order
 from policy.gpuallocator import DeviceLinks, P2PLinkType, best_effort, links_for
 
@@ -396,3 +397,15 @@ def test_sixteen_gpu_nvlink_board_is_tractable() -> None:
     got = choose(topo, range(16), 2, rng=random.Random(3))
     assert got[0] // 8 == got[1] // 8
     assert len({g // 8 for g in choose(topo, range(16), 8, rng=random.Random(3))}) == 1
+
+
+def test_nvswitch_rule_is_the_cores() -> None:
+    # One rule (labeler.topology.nvswitch): a 3-GPU chain NV12 / NV12 / PIX shows 24 links at GPU1,
+    # more than any GPU has, but it is not all-to-all, so no switch: NVML would report the direct links.
+    chain = parse("GPU0 GPU1 GPU2\nGPU0 X NV12 PIX\nGPU1 NV12 X NV12\nGPU2 PIX NV12 X\n")
+    links = links_for(chain)
+    assert not links.nvswitch
+    assert (links.nvlinks[0][1], links.nvlinks[1][2], links.nvlinks[0][2]) == (12, 12, 0)
+    assert bool(analyse(chain).nvswitch) is links.nvswitch  # the picture agrees
+    h100 = hgx_h100_nv18()
+    assert bool(analyse(h100).nvswitch) is links_for(h100).nvswitch is True
