@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ISLAND_LEVELS",
+    "LEVEL_MEANING",
     "SELF",
     "Link",
     "LinkLevel",
@@ -73,6 +74,19 @@ _TOKENS = {
     LinkLevel.PHB: "PHB",
     LinkLevel.NODE: "NODE",
     LinkLevel.SYS: "SYS",
+}
+
+#: What a path at each level traverses, in the words of `nvidia-smi topo -m`'s legend ("Connection
+#: traversing …"; PHB, NODE and SYS traverse PCIe as well). The one table: filter messages
+#: ("needs 4 GPUs joined through at most a single PCIe bridge (pix)"), the pod audit ("traffic
+#: traverses …") and the picture's legend read it.
+LEVEL_MEANING: dict[LinkLevel, str] = {
+    LinkLevel.NVLINK: "a bonded set of NVLinks",
+    LinkLevel.PIX: "at most a single PCIe bridge",
+    LinkLevel.PXB: "multiple PCIe bridges, without the PCIe host bridge",
+    LinkLevel.PHB: "a PCIe host bridge (typically the CPU)",
+    LinkLevel.NODE: "the interconnect between PCIe host bridges within a NUMA node",
+    LinkLevel.SYS: "the SMP interconnect between NUMA nodes (e.g. QPI/UPI)",
 }
 
 #: Levels at which islands are computed, nearest first.

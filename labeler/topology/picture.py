@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 
 from labeler.topology import labels, numa
 from labeler.topology.findings import Finding
-from labeler.topology.links import LinkLevel
+from labeler.topology.links import LEVEL_MEANING, LinkLevel
 from labeler.topology.model import Gpu, Topology
 from labeler.topology.scene import Group, Item, Path, Rect, Scene, Text, text_width, to_svg
 from labeler.topology.serialize import format_cpulist
 from labeler.topology.wiring import Box, Wiring, analyse, pcie_level
 
-__all__ = ["LEVEL_COLOURS", "LEVEL_MEANING", "machine_scene", "render_svg", "tint"]
+__all__ = ["LEVEL_COLOURS", "machine_scene", "render_svg", "tint"]
 
 #: One colour per level, cool (near) to warm (far). Boxes are filled with a tint of it and
 #: labelled with the level's name, so colour is never the only carrier of the meaning.
@@ -37,15 +37,6 @@ LEVEL_COLOURS: dict[LinkLevel, str] = {
     LinkLevel.PHB: "#4e8f2f",
     LinkLevel.NODE: "#b07f00",
     LinkLevel.SYS: "#c0392b",
-}
-#: What each level means, as the legend says it.
-LEVEL_MEANING: dict[LinkLevel, str] = {
-    LinkLevel.NVLINK: "NVLink (line width grows with the link count NV#)",
-    LinkLevel.PIX: "PIX: one PCIe switch",
-    LinkLevel.PXB: "PXB: several PCIe switches, not through the CPU",
-    LinkLevel.PHB: "PHB: one CPU host bridge",
-    LinkLevel.NODE: "NODE: one NUMA node (between its host bridges)",
-    LinkLevel.SYS: "SYS: between NUMA nodes (socket interconnect)",
 }
 _GPU_FILL, _GPU_INK = "#263238", "#ffffff"
 _NIC_FILL, _NIC_STROKE = "#ffffff", "#455a64"
@@ -474,7 +465,9 @@ def _subtitle(topo: Topology) -> str:
 
 def _legend(x0: float, y0: float, width: float, has_switch: bool) -> tuple[list[Item], float]:
     entries: list[tuple[str, str]] = [("gpu", "GPU"), ("nic", "NIC (RDMA/network device)")]
-    entries += [(level.token, LEVEL_MEANING[level]) for level in LEVEL_MEANING]
+    # what each level traverses, in nvidia-smi's words (links.LEVEL_MEANING)
+    entries += [(level.token, f"{level.token}{'#' if level is LinkLevel.NVLINK else ''}: {LEVEL_MEANING[level]}"
+                 + (" (line width grows with #)" if level is LinkLevel.NVLINK else "")) for level in LEVEL_MEANING]
     if has_switch:
         entries.insert(3, ("switch", "NVSwitch (GPUs reach each other through switches)"))
     items: list[Item] = [Text(x0, y0 + 12, "Legend", 11, bold=True)]

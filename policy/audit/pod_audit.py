@@ -17,7 +17,7 @@ from typing import Any
 
 from labeler.topology import islands, nic_locality, numa
 from labeler.topology.findings import Finding, Severity
-from labeler.topology.links import ISLAND_LEVELS, Link, LinkLevel
+from labeler.topology.links import ISLAND_LEVELS, LEVEL_MEANING, Link, LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.placement import Placement, placer_for
 from labeler.topology.serialize import format_cpulist
@@ -135,16 +135,6 @@ def _gpus(gpus: Sequence[int]) -> str:
     return "GPU" + ",".join(str(g) for g in gpus)
 
 
-_LEVEL_WORDS = {
-    LinkLevel.NVLINK: "over NVLink",
-    LinkLevel.PIX: "inside one PCIe switch",
-    LinkLevel.PXB: "across PCIe bridges, without the CPU",
-    LinkLevel.PHB: "through the CPU's PCIe host bridge",
-    LinkLevel.NODE: "between host bridges of one NUMA node",
-    LinkLevel.SYS: "across CPU sockets",
-}
-
-
 def _bottleneck_finding(topo: Topology, gpus: Sequence[int], bn: Link) -> Finding:
     """The ring's worst hop; a SYS hop is told apart by NUMA affinity (:func:`labeler.topology.numa.crosses`).
 
@@ -157,16 +147,16 @@ def _bottleneck_finding(topo: Topology, gpus: Sequence[int], bn: Link) -> Findin
         crossing = numa.crosses(topo, gpus)
         if crossing:
             return Finding(sev, "socket-crossing", f"the ring's worst hop is {bn.token} and the GPUs sit on "
-                                                   f"different NUMA nodes: traffic goes {_LEVEL_WORDS[bn.level]}")
+                                                   f"different NUMA nodes: traffic traverses {LEVEL_MEANING[bn.level]}")
         if crossing is False:
             return Finding(sev, "sys-within-numa", f"the ring's worst hop is {bn.token} although the GPUs share "
                                                    "one NUMA node: the socket is split into NUMA domains the OS "
                                                    "does not show, a hypervisor hides the PCIe tree, or P2P is "
                                                    "disabled between them; expect host-memory bandwidth")
         return Finding(sev, "ring-bottleneck", f"the ring's worst hop is {bn.token} (NUMA affinity unknown): "
-                                               f"traffic goes {_LEVEL_WORDS[bn.level]}")
-    return Finding(sev, "ring-bottleneck", f"the ring's worst hop is {bn.token}: traffic goes "
-                                           f"{_LEVEL_WORDS[bn.level]}")
+                                               f"traffic traverses {LEVEL_MEANING[bn.level]}")
+    return Finding(sev, "ring-bottleneck", f"the ring's worst hop is {bn.token}: traffic traverses "
+                                           f"{LEVEL_MEANING[bn.level]}")
 
 
 def analyse(topo: Topology, resolution: Resolution, cpus: frozenset[int] | None) -> PodAudit:

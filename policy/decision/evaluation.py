@@ -13,24 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labeler.topology import islands, nic_locality, placement
-from labeler.topology.links import ISLAND_LEVELS, LinkLevel
+from labeler.topology.links import ISLAND_LEVELS, LEVEL_MEANING, LinkLevel
 from labeler.topology.model import Topology
 
-__all__ = ["LEVEL_WORDS", "PASS", "Evaluation", "TopoContext", "Verdict", "describe_level"]
-
-#: How a level reads in a filter message ("needs 4 GPUs within one PCIe switch (pxb)").
-LEVEL_WORDS: dict[LinkLevel, str] = {
-    LinkLevel.NVLINK: "connected by NVLink",
-    LinkLevel.PIX: "behind a single PCIe bridge",
-    LinkLevel.PXB: "within one PCIe switch",
-    LinkLevel.PHB: "under one PCIe host bridge",
-    LinkLevel.NODE: "within one NUMA node",
-    LinkLevel.SYS: "anywhere in the node",
-}
-
+__all__ = ["PASS", "Evaluation", "TopoContext", "Verdict", "describe_level"]
 
 def describe_level(level: LinkLevel) -> str:
-    return f"{LEVEL_WORDS[level]} ({level.slug})"
+    """How a level reads in a filter message ("needs 4 GPUs joined through at most a single PCIe bridge (pix)")."""
+    return f"joined through {LEVEL_MEANING[level]} ({level.slug})"
 
 
 @dataclass(frozen=True, slots=True)

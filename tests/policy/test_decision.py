@@ -99,7 +99,8 @@ def test_required_verdicts_name_the_free_islands(cluster: Cluster) -> None:
     w = workload(4, intent=Intent.REQUIRED, max_level=LinkLevel.PIX)
     result = dec.filter(w, [split, whole, None])
     assert list(result.passed) == [1, 2]  # the unknown node (None) passes: fail open
-    assert result.failed == {"split": "needs 4 GPUs behind a single PCIe bridge (pix); free islands at pix: 3+3"}
+    assert result.failed == {"split": ("needs 4 GPUs joined through at most a single PCIe bridge (pix); "
+                                      "free islands at pix: 3+3")}
     v = dec.decide(split, Shape.of(w)).verdict
     assert v.fails and not v.unresolvable and v.required is LinkLevel.PIX
     # 5 GPUs within one switch: not even the empty board has them → unresolvable, preemption cannot help
@@ -113,7 +114,8 @@ def test_required_without_a_level_means_the_wirings_own_best(cluster: Cluster) -
     nodes = [cluster.node("ring", dgx, {0, 1, 4, 5}), cluster.node("broken", dgx, {0, 1, 6, 7})]
     result = decider().filter(workload(4, intent=Intent.REQUIRED), nodes)
     assert list(result.passed) == [0]
-    assert result.failed == {"broken": "needs 4 GPUs connected by NVLink (nvlink); free islands at nvlink: 2+2"}
+    assert result.failed == {"broken": ("needs 4 GPUs joined through a bonded set of NVLinks (nvlink); "
+                                       "free islands at nvlink: 2+2")}
 
 
 def test_shape_keeps_only_what_decides() -> None:
