@@ -228,12 +228,22 @@ def read_cluster(
         findings.append(ClusterFinding(Severity.WARNING, "undecodable-node",
                                        f"{unnamed[0]} listed nodes had no readable name and were skipped"))
     allocations: dict[str, str] = {}
+    foreign: dict[str, str] = {}  # ConfigMap name -> the node it names but may not speak for
 
     def configmap(obj: Any) -> None:
-        node = carrier.node_of(obj) if isinstance(obj, dict) else None
-        value = _map(obj.get("data")).get(carrier.DATA_KEY) if isinstance(obj, dict) else None
+        if not isinstance(obj, dict):
+            return
+        # the extender's rule (extender/cache.py): only a ConfigMap whose name is its node's counts
+        node = carrier.claimed_node(obj)
+        if node is None and (named := carrier.node_of(obj)) is not None:
+            foreign[str(_map(obj.get("metadata")).get("name"))[:253]] = named[:253]
+        value = _map(obj.get("data")).get(carrier.DATA_KEY)
         if node is not None and isinstance(value, str):
             allocations.setdefault(node, value)
+
+    def no_configmaps() -> None:
+        allocations.clear()
+        foreign.clear()
 
     pending: list[PendingPod] = []
 
@@ -246,7 +256,16 @@ def read_cluster(
     _optional_list("configmaps", f"the allocation ConfigMaps in namespace {namespace}", lambda: _consume(
         _pages(lambda **kw: core_v1.list_namespaced_config_map(namespace, **kw), "configmaps",
                stats=stats["configmaps"], label_selector=carrier.SELECTOR, **opts),
-        stats["configmaps"], configmap, allocations.clear), findings)
+        stats["configmaps"], configmap, no_configmaps), findings)
+    if foreign:
+        shown = sorted(foreign.items())
+        names = ", ".join(f"{cm} (names {node})" for cm, node in shown[:8]) + (
+            f" … and {len(shown) - 8} more" if len(shown) > 8 else "")
+        findings.append(ClusterFinding(
+            Severity.WARNING, "foreign-allocation",
+            f"{len(shown)} allocation ConfigMap(s) name a node their own name does not (an agent speaking for a "
+            f"neighbour, or a copy): {names}; ignored, as the extender ignores them",
+            tuple(sorted(set(foreign.values())))))
     _optional_list("pods", "pending pods", lambda: _consume(
         _pages(core_v1.list_pod_for_all_namespaces, "pods", stats=stats["pods"], field_selector=PENDING_SELECTOR,
                **opts),

@@ -241,6 +241,27 @@ def test_configmaps_forbidden_is_a_finding_not_a_failure(small: tuple[FakeApiSer
     }
 
 
+def test_a_configmap_speaking_for_another_node_is_refused_like_the_extender(
+        small: tuple[FakeApiServer, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """carrier.claimed_node, the extender's rule: a ConfigMap counts only for the node its name is derived from."""
+    from cluster_fixture import EKS_L40S, L40S, alloc, configmap
+
+    from labeler.topology import carrier
+
+    server, kc = small
+    server.put("nodes", node("n-c", L40S, pool=EKS_L40S, instance_type="g6e.48xlarge"))
+    copy = configmap("n-c", alloc(L40S, time.time() - 10))  # says n-c, but named after n-x: a copy
+    copy["metadata"]["name"] = carrier.configmap_name("n-x")
+    server.put("configmaps", copy)
+    doc = audit_json(capsys, "--kubeconfig", str(kc))
+    got = found(doc)
+    assert ("warning", "foreign-allocation", ("n-c",), None) in got
+    assert ("warning", "no-allocation", ("n-c",), None) in got  # the copy did not count for n-c
+    (finding,) = [f for f in doc["findings"] if f["code"] == "foreign-allocation"]
+    assert f"{carrier.configmap_name('n-x')} (names n-c)" in finding["message"]
+    assert {n["name"]: n["allocation"]["source"] for n in doc["nodes"]}["n-a"] == "configmap"
+
+
 def test_pods_forbidden_falls_back_to_running_sizes(small: tuple[FakeApiServer, Path],
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     server, kc = small
