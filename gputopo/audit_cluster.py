@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     a("--context", help="kubeconfig context (default: the current one)")
     a("--json", action="store_true", help="print one JSON object instead of tables")
     a("--fail-on", dest="fail_on", choices=["info", "warning", "error"],
-      help="exit 4 when a finding of this severity or worse exists")
+      help=f"exit {EXIT_FINDINGS} when a finding of this severity or worse exists")
     a("--sizes", metavar="K,K", help="GPU counts to test stranded GPUs against (default: the pending pods' "
       "requests, else the running pods' sizes)")
     a("--namespace", dest="allocation_namespace", metavar="NS",

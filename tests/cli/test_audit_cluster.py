@@ -345,6 +345,8 @@ def test_console_entry_point(kc: Path) -> None:
     helped = subprocess.run([sys.executable, "-m", "gputopo", "audit", "cluster", "--help"],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert helped.returncode == 0 and "exit status:" in helped.stdout and "--fail-on" in helped.stdout
+    # --fail-on's own help names the code it exits with: 5 (4 is "cluster unreadable")
+    assert "exit 5 when a finding of this severity" in " ".join(helped.stdout.split())
 
 
 def test_rbac_example_is_read_only_and_covers_every_list_the_audit_makes() -> None:
