@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from labeler.topology import allocation, labels
+from labeler.topology import allocation, carrier, labels
 from labeler.topology.allocation import AllocationState
 from labeler.topology.errors import CodecError
 
@@ -129,6 +129,13 @@ def allocation_text(annotations: Mapping[str, Any], configmap_value: str | None,
     return (value, "annotation") if isinstance(value, str) else (None, None)
 
 
+def _carrier(source: str | None, prefix: str) -> str:
+    """Where an allocation value came from, as a message names it."""
+    if source == "configmap":
+        return f"allocation ConfigMap ({carrier.DATA_KEY})"
+    return f"{prefix}{allocation.ANNOTATION_SUFFIX} annotation"
+
+
 @dataclass(frozen=True, slots=True)
 class Reading(Generic[T]):
     """What :func:`classify` found: the state, and what was decoded on the way (``None``: not reached)."""
@@ -183,7 +190,7 @@ def classify(
     except CodecError as err:
         reason = "decode_budget" if isinstance(err, BudgetExceeded) else "undecodable_allocation"
         return Reading(NodeState.NO_DATA, Problem(NodeState.NO_DATA, reason,
-                                                  f"undecodable {prefix}allocation annotation: {err}"),
+                                                  f"undecodable {_carrier(source, prefix)}: {err}"),
                        topology=topo, allocation_source=source)
     age = None
     if state.observed_at is not None:

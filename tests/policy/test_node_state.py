@@ -114,3 +114,17 @@ def test_classify_decodes_only_what_the_rules_reach() -> None:
     r = classify(lab, ann, prefix=PREFIX, topology=topology, allocation_configmap=cm, now=NOW)
     assert r.state is NodeState.OK and r.topology == "decoded" and r.allocation_source == "configmap"
     assert r.age_s == 100 and r.allocation is not None and r.allocation.free == frozenset(L40S.gpu_indices)
+
+
+@pytest.mark.parametrize(("carrier", "names"), [("configmap", "allocation ConfigMap"),
+                                                ("annotation", f"{ALLOC_KEY} annotation")])
+def test_an_undecodable_allocation_names_the_carrier_it_came_from(carrier: str, names: str) -> None:
+    lab, ann, cm = published(carrier=carrier)
+    if carrier == "configmap":
+        cm = '{"free": "0-4000000000"'
+    else:
+        ann = {**ann, ALLOC_KEY: '{"free": "0-4000000000"'}
+    facts = facts_from_parts("n", lab, ann, prefix=PREFIX, locality_keys=(), registry=TopologyRegistry(),
+                             allocation_max_age_s=MAX_AGE, now=NOW, allocation_configmap=cm)
+    assert facts.fail_reason == "undecodable_allocation"
+    assert facts.problem is not None and facts.problem.startswith(f"undecodable {names}")
