@@ -12,7 +12,7 @@ own bytes answers). What the simulator gets from here:
   (:func:`labeler.topology.labels.encode`, ``encode_annotations``,
   :func:`labeler.topology.allocation.encode`) — never hand-written keys.
 - :meth:`GputopoPolicy.set_free` updates a node's free GPUs after a bind or a
-  departure. By default it replaces ``free_mask``/``free_count`` in the facts,
+  departure. By default it replaces ``free_mask`` in the facts,
   which is what ``facts_from_parts`` returns for the new allocation
   (the test checks the two agree); ``exact=True`` re-encodes and re-decodes the
   annotations every time instead.
@@ -72,7 +72,7 @@ def pod_object(pod: PodSpec, *, prefix: str = labels.DEFAULT_PREFIX, resource: s
         container["command"] = ["vllm", "serve"]
         container["args"] = [_VLLM_MODEL, "--tensor-parallel-size", str(pod.tensor_parallel)]
     if pod.required:
-        annotations[prefix + "placement"] = "required"
+        annotations[prefix + labels.POD_PLACEMENT] = "required"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -140,7 +140,7 @@ class GputopoPolicy:
             return
         old = self._nodes[name]
         if old.free_mask != free_mask:
-            self._nodes[name] = dataclasses.replace(old, free_mask=free_mask, free_count=free_mask.bit_count())
+            self._nodes[name] = dataclasses.replace(old, free_mask=free_mask)
 
     def facts(self, name: str) -> NodeFacts:
         return self._nodes[name]

@@ -42,7 +42,6 @@ class NodeFacts:
     topo_id: int = -1  # the wiring id (TopologyRegistry): equal ids, equal wiring
     topo: Topology | None = None  # the wiring (policy.nodes.decode.wiring), not the published topology
     free_mask: int = 0  # by GPU position in ``topo.gpus`` (the Placer's bit order)
-    free_count: int = 0
     locality: tuple[str | None, ...] = ()  # values of the configured locality label keys, in order
     topology_class: str | None = None
     problem: str | None = None  # why NO_DATA, for logs and the fail-open metric label
@@ -53,6 +52,11 @@ class NodeFacts:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", (self.topo_id, self.free_mask))
+
+    @property
+    def free_count(self) -> int:
+        """Free GPUs: the bits of :attr:`free_mask` (derived, so it cannot drift from the mask)."""
+        return self.free_mask.bit_count()
 
 
 def _str_map(value: Any) -> Mapping[str, Any]:
@@ -124,7 +128,6 @@ def facts_from_parts(
         topo_id=topo_id,
         topo=topo,
         free_mask=free_mask,
-        free_count=free_mask.bit_count(),
         locality=locality,
         topology_class=tclass,
         estimated=estimated,
