@@ -98,7 +98,8 @@ def build_nodes(n: int, seed: int = 7) -> list[dict[str, Any]]:
 
 def pod_obj() -> dict[str, Any]:
     p = json.loads((PROTOCOL / "pod-pytorchjob-worker.json").read_text())
-    p["metadata"]["annotations"] = {PREFIX + "placement": "required", PREFIX + "max-level": "nvlink"}
+    p["metadata"]["annotations"] = {PREFIX + labels.POD_PLACEMENT: "required",
+                                    PREFIX + labels.POD_MAX_LEVEL: "nvlink"}
     return p
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labeler.topology import limits
+from labeler.topology.labels import POD_MAX_LEVEL, POD_PLACEMENT, POD_WORKLOAD
 from labeler.topology.links import LinkLevel
 
 __all__ = [
@@ -64,7 +65,6 @@ JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 JOBSET_REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
 JOB_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 TRAINJOB_NAME = "trainer.kubeflow.org/trainjob-name"
-TRAINJOB_STEP = "trainer.kubeflow.org/trainjob-ancestor-step"
 
 
 class Intent(enum.Enum):
@@ -288,23 +288,23 @@ def parse(pod: Mapping[str, Any] | None, *, prefix: str = "gputopo.io/", resourc
     name = _name(meta.get("name")) or _name(meta.get("generateName"))
     gpus = gpu_request(pod, resource, problems)
 
-    raw_intent = _short(annotations.get(f"{prefix}placement"))
+    raw_intent = _short(annotations.get(f"{prefix}{POD_PLACEMENT}"))
     intent = Intent.PREFERRED
     if raw_intent is not None:
         try:
             intent = Intent(raw_intent.strip().lower())
         except ValueError:
-            problems.append(f"{prefix}placement={raw_intent!r} is not required|preferred|ignore; using preferred")
+            problems.append(f"{prefix}{POD_PLACEMENT}={raw_intent!r} is not required|preferred|ignore; using preferred")
 
     max_level: LinkLevel | None = None
-    raw_level = _short(annotations.get(f"{prefix}max-level"))
+    raw_level = _short(annotations.get(f"{prefix}{POD_MAX_LEVEL}"))
     if raw_level is not None:
         try:
             max_level = LinkLevel.from_slug(raw_level)
             if max_level is LinkLevel.SELF:
                 raise ValueError("self")
         except ValueError:
-            problems.append(f"{prefix}max-level={raw_level!r} is not nvlink|pix|pxb|phb|node|sys; ignoring it")
+            problems.append(f"{prefix}{POD_MAX_LEVEL}={raw_level!r} is not nvlink|pix|pxb|phb|node|sys; ignoring it")
             max_level = None
             if intent is Intent.REQUIRED:
                 intent = Intent.PREFERRED
@@ -312,9 +312,9 @@ def parse(pod: Mapping[str, Any] | None, *, prefix: str = "gputopo.io/", resourc
 
     job, replica = job_key(namespace, labels)
     inference, tp = _scan_args(spec)
-    kind_override = _short(annotations.get(f"{prefix}workload"))
+    kind_override = _short(annotations.get(f"{prefix}{POD_WORKLOAD}"))
     if kind_override is not None and kind_override.lower() not in ("training", "inference", "batch"):
-        problems.append(f"{prefix}workload={kind_override!r} is not training|inference|batch; guessing")
+        problems.append(f"{prefix}{POD_WORKLOAD}={kind_override!r} is not training|inference|batch; guessing")
         kind_override = None
     if kind_override is not None:
         override = kind_override.lower()

@@ -99,6 +99,11 @@ TOPOLOGY_CLASS = "topology-class"
 ANNOTATION_TOPOLOGY = "topology"
 ANNOTATION_STATUS_REASON = "status-reason"
 
+# pod annotation suffixes: what a workload asks of the placement (policy.workload reads them; docs/extender.md)
+POD_PLACEMENT = "placement"  # required | preferred | ignore
+POD_MAX_LEVEL = "max-level"  # nvlink | pix | pxb | phb | node | sys
+POD_WORKLOAD = "workload"  # training | inference | batch
+
 #: link-island labels → the loosest link level a hop may have (NVLink hops count at every level);
 #: each pair is (largest-island key, shape key). NUMA groups are not link islands: see :mod:`numa`.
 ISLAND_LABEL_LEVELS: dict[str, LinkLevel] = {
