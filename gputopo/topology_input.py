@@ -11,15 +11,16 @@ The file is hostile input: it is read by :mod:`gputopo.bounded_input` up to
 :data:`MAX_TOPOLOGY_BYTES` (JSON: a whole Node as ``kubectl -o json`` prints it) and refused
 beyond, the text form beyond :data:`~gputopo.bounded_input.SMI_TEXT_BYTES` (as for ``gputopo
 audit FILE``), and every decoding failure is a :class:`TopologyError` with a one-line reason.
+JSON goes through :func:`labeler.topology.bounded.loads`, the decoder every annotation uses
+(depth limited before parsing, ``NaN``/``Infinity`` refused).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from gputopo.bounded_input import SMI_TEXT_BYTES, TOPOLOGY_JSON_BYTES, InputTooLarge, read_bytes
-from labeler.topology import labels, serialize, smi_parser
+from labeler.topology import bounded, labels, serialize, smi_parser
 from labeler.topology.errors import CodecError
 from labeler.topology.model import Topology
 
@@ -30,10 +31,8 @@ MAX_TOPOLOGY_BYTES = TOPOLOGY_JSON_BYTES
 
 
 def _from_json(text: str, source: str, prefix: str) -> Topology:
-    try:
-        doc: Any = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise CodecError(f"{source}: not JSON ({str(err)[:80]})") from err
+    # the one bounded JSON reader: size and depth refused before parsing, NaN/Infinity refused
+    doc: Any = bounded.loads(text, what=f"{source}: not JSON", max_chars=MAX_TOPOLOGY_BYTES)
     if not isinstance(doc, dict):
         raise CodecError(f"{source}: a JSON object was expected")
     if "v" in doc and "links" in doc:

@@ -138,6 +138,10 @@ def test_bad_inputs_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"kind": "Node", "metadata": {"annotations": {}}}')
     assert _run(["--topology", str(bad)], {})[0] == EXIT_INPUT
+    # JSON through labeler.topology.bounded.loads: too deep (refused before parsing), NaN, cut
+    for text in ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", '{"v": NaN, "links": []}', '{"v": 2, "links": ['):
+        bad.write_text(text)
+        assert _run(["--topology", str(bad)], {})[0] == EXIT_INPUT, text[:20]
     with pytest.raises(SystemExit):
         _run(["--fail-on", "nvlink2"], {})
 
