@@ -164,19 +164,26 @@ def owns(key: str, *, prefix: str = DEFAULT_PREFIX) -> bool:
 
 
 def topology_class(topo: Topology) -> str:
-    """A short stable hash of how the node is *wired*, so identical nodes share it.
+    """A short stable hash of the node's *topology class*, so interchangeable nodes share it.
 
     It covers the link matrix (GPU↔GPU, GPU↔NIC, NIC↔NIC tokens), the number of
-    GPUs and NICs and each GPU's NUMA affinity. It leaves out what differs
-    between identically wired machines: bus ids, UUIDs, GPU and NIC names, and
-    CPU numbering.
+    GPUs and NICs, each GPU's NUMA affinity and, where known, each GPU's generation
+    (architecture, NVLink version): an HGX H100 and an HGX B200 print the same matrix
+    but ring at different speeds, and the decision (``policy.nodes.decode.wiring``)
+    tells them apart too. It leaves out what differs between interchangeable machines
+    or changes at run time: bus ids, UUIDs, GPU and NIC names, CPU numbering, the
+    PCIe link state (it trains down at idle). A topology without GPU facts (a saved
+    ``nvidia-smi topo -m``) hashes as before the generation was added.
     """
-    canon = {
+    canon: dict[str, object] = {
         "links": [[None if c is None else c.token for c in row] for row in topo.links],
         "gpus": len(topo.gpus),
         "nics": len(topo.nics),
         "numa": [None if g.numa_affinity is None else sorted(g.numa_affinity) for g in topo.gpus],
     }
+    generation = [[g.arch, g.nvlink_version] for g in topo.gpus]
+    if any(a is not None or v is not None for a, v in generation):
+        canon["generation"] = generation
     digest = hashlib.blake2b(json.dumps(canon, separators=(",", ":")).encode(), digest_size=5)
     return digest.hexdigest()
 

@@ -14,11 +14,11 @@ the cause is the same (:data:`labeler.topology.report.SUPERSEDED_BY_PROBE`).
 
 from __future__ import annotations
 
+from labeler.topology.drawing import analyse
 from labeler.topology.findings import Finding, Severity, gpu_set, pairs_text
 from labeler.topology.islands import connected
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
-from labeler.topology.wiring import analyse
 
 __all__ = ["findings", "mig_findings", "nvlink_findings", "p2p_findings", "pcie_findings"]
 

@@ -8,7 +8,7 @@ would need more links to its peers than any GPU has (:data:`MAX_NVLINKS_PER_GPU`
 H100s at NV18 need 7 × 18 = 126 links per GPU: switched. DGX-1's hybrid cube-mesh is not
 all-to-all, NV12 bridge pairs have two GPUs, and four A100s at NV4 need 12 (direct).
 
-The picture and the node findings (:mod:`labeler.topology.wiring`) and the device-plugin
+The picture and the node findings (:mod:`labeler.topology.drawing`) and the device-plugin
 model (:mod:`policy.gpuallocator`, where NVML shows no GPU peer behind a switch) ask this
 module, so the three agree by construction.
 """

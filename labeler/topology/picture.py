@@ -3,7 +3,7 @@
 Why not the matrix: a coloured copy of `nvidia-smi topo -m` still has to be read cell
 by cell. People draw a server as boxes (sockets, then PCIe switches) holding GPUs,
 with the NICs under the GPUs they share a switch with and NVLink drawn between GPUs
-(or an NVSwitch bar over them). The structure comes from :mod:`labeler.topology.wiring`;
+(or an NVSwitch bar over them). The structure comes from :mod:`labeler.topology.drawing`;
 this module only places it (pure arithmetic into a :class:`~labeler.topology.scene.Scene`),
 so the SVG (:func:`render_svg`) and the PNG (:mod:`gputopo.png`) are the same picture.
 
@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from labeler.topology import labels, numa
+from labeler.topology.drawing import Box, Drawing, analyse, pcie_level
 from labeler.topology.findings import Finding
 from labeler.topology.links import LEVEL_MEANING, LinkLevel
 from labeler.topology.model import Gpu, Topology
 from labeler.topology.scene import Group, Item, Path, Rect, Scene, Text, text_width, to_svg
 from labeler.topology.serialize import format_cpulist
-from labeler.topology.wiring import Box, Wiring, analyse, pcie_level
 
 __all__ = ["LEVEL_COLOURS", "machine_scene", "render_svg", "tint"]
 
@@ -142,8 +142,8 @@ class _Placed:
 
 
 class _Layout:
-    def __init__(self, topo: Topology, wiring: Wiring) -> None:
-        self.topo, self.wiring = topo, wiring
+    def __init__(self, topo: Topology, drawing: Drawing) -> None:
+        self.topo, self.drawing = topo, drawing
         self.n_gpu = len(topo.gpus)
         self.cards = _cards(topo)
         self.nic_y = self.cards.gpu_h + NIC_GAP
@@ -178,7 +178,7 @@ class _Layout:
         under: dict[int, list[int]] = {}
         attached: set[int] = set()
         for e in loose:
-            g = self.wiring.nearest_gpu.get(e - self.n_gpu) if e >= self.n_gpu else None
+            g = self.drawing.nearest_gpu.get(e - self.n_gpu) if e >= self.n_gpu else None
             if g is not None and g in loose_gpus:
                 under.setdefault(loose_gpus[g], []).append(e)
                 attached.add(e)
@@ -313,7 +313,7 @@ def _gpu_card(lay: _Layout, e: int, oy: float) -> Group:
     for k, (text, alarm) in enumerate(lines):
         items.append(Text(x + cw / 2, oy + 32 + 13 * k, text, 10, anchor="middle",
                           colour="#ff8a80" if alarm else "#cfd8dc"))
-    nics = [lay.topo.nics[n].name for n, gi in lay.wiring.nearest_gpu.items() if gi == g.index]
+    nics = [lay.topo.nics[n].name for n, gi in lay.drawing.nearest_gpu.items() if gi == g.index]
     data = [("gpu", str(g.index)), ("group", str(lay.group_of.get(e, ""))), ("box", lay.box_of.get(e, "")),
             ("nics", ",".join(nics))]
     tip = " · ".join(s for s in (f"GPU{g.index}", g.name or "", g.bus_id or "") if s)
@@ -332,7 +332,7 @@ def _nic_card(lay: _Layout, e: int, oy: float) -> Group:
     rate = lay.cards.nic_lines[n]
     if rate:
         items.append(Text(x + cw / 2, y + 29, rate, 10, anchor="middle", colour="#546e7a"))
-    near = lay.wiring.nearest_gpu.get(n)
+    near = lay.drawing.nearest_gpu.get(n)
     data = [("nic", nic.name), ("box", lay.box_of.get(e, "")), ("near-gpu", "" if near is None else str(near))]
     return Group(tuple(items), id=f"nic-{n}", cls="nic", data=tuple(data), title=f"{nic.name} ({nic.column})")
 
@@ -364,7 +364,7 @@ def _edge_width(links: int) -> float:
 
 def _nvlink_items(lay: _Layout, oy: float, boxes_top: float) -> tuple[list[Item], float]:
     """NVLink arcs and NVSwitch bars; returns them and how far above ``oy`` they reach."""
-    topo, w = lay.topo, lay.wiring
+    topo, w = lay.topo, lay.drawing
     pos = {g.index: p for p, g in enumerate(topo.gpus)}
     cw = lay.cards.w
     order = sorted(lay.gpu_x, key=lambda p: lay.gpu_x[p])
@@ -498,11 +498,11 @@ def _legend(x0: float, y0: float, width: float, has_switch: bool) -> tuple[list[
 
 def machine_scene(topo: Topology, *, title: str = "", findings: Sequence[Finding] = ()) -> Scene:
     """The picture of one node (see the module doc); ``findings`` are listed under it (warnings only)."""
-    wiring = analyse(topo)
-    lay = _Layout(topo, wiring)
+    drawing = analyse(topo)
+    lay = _Layout(topo, drawing)
     placed: list[_Placed] = []
     x = MARGIN
-    for k, box in enumerate(wiring.groups):
+    for k, box in enumerate(drawing.groups):
         p = lay.place(box, x, k)
         placed.append(p)
         x += p.w + GROUP_GAP
@@ -531,8 +531,8 @@ def machine_scene(topo: Topology, *, title: str = "", findings: Sequence[Finding
     items += [Text(MARGIN, MARGIN + 15 + 17 * (i + 1), line, 11, colour="#37474f") for i, line in enumerate(head[1:])]
     for k, p in enumerate(placed):
         items.append(_box_items(lay, p, top if p.box.kind == "numa" else p.top, bottom, oy))
-        if k + 1 < len(placed) and wiring.groups[k + 1].kind == "numa":
-            level = wiring.between.get((k, k + 1))
+        if k + 1 < len(placed) and drawing.groups[k + 1].kind == "numa":
+            level = drawing.between.get((k, k + 1))
             if level is not None:
                 items.append(_between(p.x + p.w, placed[k + 1].x, oy + (top + bottom) / 2, level, k))
     items.extend(nv)
@@ -541,7 +541,7 @@ def machine_scene(topo: Topology, *, title: str = "", findings: Sequence[Finding
         far_oy = y + 6 - far.top
         items.append(_box_items(lay, far, far.top, far.bottom, far_oy))
         y = far_oy + far.bottom + 18
-    legend, lh = _legend(MARGIN, y, width - 2 * MARGIN, bool(wiring.nvswitch))
+    legend, lh = _legend(MARGIN, y, width - 2 * MARGIN, bool(drawing.nvswitch))
     items.append(Group(tuple(legend), id="legend", cls="legend"))
     y += lh + 8
     warn = [f for f in findings if f.is_warning]

@@ -16,7 +16,7 @@ import pytest
 from gallery import CORPUS, GALLERY, OUT, picture_of
 
 from gputopo.png import PNG_SIGNATURE, render_png
-from labeler.topology import picture, report, smi_parser, wiring
+from labeler.topology import drawing, picture, report, smi_parser
 from labeler.topology.errors import TopologyParseError
 from labeler.topology.links import Link, LinkLevel
 from labeler.topology.model import PcieLink, Topology
@@ -127,7 +127,7 @@ def test_dgx_a100_nps4_four_numa_groups_and_the_storage_nics_apart() -> None:
     ("027", False),  # NV12 bridge pairs
 ])
 def test_nvswitch_only_where_the_links_cannot_be_direct(stem: str, switch: bool) -> None:
-    w = wiring.analyse(corpus(stem))
+    w = drawing.analyse(corpus(stem))
     assert bool(w.nvswitch) is switch
     if stem == "025":
         assert {(e.a, e.b, e.links) for e in w.nvlink} == {(a, b, 4) for a in range(4) for b in range(a + 1, 4)}

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from factories import dgx1_v100, from_tokens, hgx_h100_nv18, pcie_8x_4switch_2socket
 
+from labeler.topology.drawing import analyse
 from labeler.topology.links import LinkLevel, parse_link_token
 from labeler.topology.model import Gpu, Topology
 from labeler.topology.smi_parser import parse
-from labeler.topology.wiring import analyse
 from policy.device_plugin import BEST_EFFORT, BLIND, DeviceAdmissionError, choose, offer_order
 from policy.gpuallocator import DeviceLinks, P2PLinkType, best_effort, links_for
 

@@ -134,3 +134,21 @@ def test_findings_are_grouped_per_cause(path: Path, expected: dict[str, int]) ->
     found = report.findings(smi_parser.parse(path.read_text()))
     for code, count in expected.items():
         assert sum(1 for f in found if f.code == code) == count, code
+
+
+def test_topology_class_tells_generations_apart_and_ignores_the_pcie_state() -> None:
+    # HGX H100 and HGX B200 print the same NV18 matrix, but ring at 18 x 20.6 vs 18 x 40.1 GB/s
+    import bw_machines as m
+    from factories import hgx_h100_nv18
+
+    from labeler.topology.model import PcieLink
+
+    bare = hgx_h100_nv18()
+    h100 = m.with_facts(bare, m.HOPPER, m.GEN5_X16)
+    b200 = m.with_facts(bare, m.BLACKWELL, m.GEN5_X16)
+    assert labels.topology_class(h100) != labels.topology_class(b200)
+    # the PCIe link trains down at idle: the class must not move with it
+    idle = m.with_facts(bare, m.HOPPER, PcieLink(gen=1, max_gen=5, width=16, max_width=16))
+    assert labels.topology_class(idle) == labels.topology_class(h100)
+    # without GPU facts (a saved `nvidia-smi topo -m`) the class is what it always was: matrix and NUMA only
+    assert labels.topology_class(bare) not in (labels.topology_class(h100), labels.topology_class(b200))

@@ -1,4 +1,8 @@
-"""The wiring of one node as a person draws it: sockets, PCIe trees, NICs beside GPUs, NVLink.
+"""One node as a person draws it: sockets, PCIe trees, NICs beside GPUs, NVLink.
+
+Named *drawing*, not wiring: in gputopo "wiring" is the decision's key (a node's links plus
+its GPU facts, :func:`policy.nodes.decode.wiring`), and "topology class" the label
+(:func:`labeler.topology.labels.topology_class`); see docs/labels.md.
 
 Why a structure separate from the picture: the drawing (:mod:`labeler.topology.picture`)
 needs boxes and edges, the findings need "which GPU pairs share a PCIe switch", and
@@ -35,9 +39,9 @@ from labeler.topology.model import Topology
 
 __all__ = [
     "Box",
+    "Drawing",
     "NvEdge",
     "NvSwitch",
-    "Wiring",
     "analyse",
     "pcie_level",
 ]
@@ -98,7 +102,7 @@ class NvSwitch:
 
 
 @dataclass(frozen=True, slots=True)
-class Wiring:
+class Drawing:
     groups: tuple[Box, ...]  # NUMA groups, then (if any) the far-NICs box
     nvlink: tuple[NvEdge, ...]
     nvswitch: tuple[NvSwitch, ...]
@@ -174,8 +178,8 @@ def _group_label(groups: numa.NumaGroups, k: int, topo: Topology) -> str:
     return f"{head} · {cpu_text}" if cpu_text else head
 
 
-def analyse(topo: Topology) -> Wiring:
-    """The node's wiring (see the module doc)."""
+def analyse(topo: Topology) -> Drawing:
+    """The node's drawing structure (see the module doc)."""
     n_gpu = len(topo.gpus)
     pos = {g.index: p for p, g in enumerate(topo.gpus)}
     groups = numa.group(topo)
@@ -215,7 +219,7 @@ def analyse(topo: Topology) -> Wiring:
             if levels:
                 between[(x, y)] = min(levels)
     edges, switches = _nvlink(topo)
-    return Wiring(tuple(boxes), edges, switches, between, nearest)
+    return Drawing(tuple(boxes), edges, switches, between, nearest)
 
 
 def _spread(candidates: list[int], taken: dict[int, int], topo: Topology) -> int:
