@@ -43,10 +43,12 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from extender.answers import AnswerTables, Group, Local, NodeEntry, entry_for
 from extender.metrics import Metrics
 from extender.reflector import Reflector
 from labeler.topology import allocation, carrier, labels
@@ -122,9 +124,16 @@ class ClusterCache:
         self._pods: dict[str, PodRecord] = {}
         self._pods_by_node: dict[str, dict[str, PodRecord]] = {}
         self._jobs = JobRoster()  # job → {pod uid: node}
-        self._facts: dict[str, NodeFacts] = {}  # per-node updates in place; relists swap a new dict in
-        #: ClusterView.facts: the current dict's own ``get`` (a request reads it once, then calls it per node)
-        self.facts: Callable[[str], NodeFacts | None] = self._facts.get
+        #: per node: facts, group and answer fragments (extender.answers); updated in place per node,
+        #: relists swap a whole new dict in
+        self._entries: dict[str, NodeEntry] = {}
+        #: ClusterView.entry: the current dict's own ``get`` (a request reads it once, then maps it over the names)
+        self.entry: Callable[..., NodeEntry | None] = self._entries.get
+        #: nodes in the same (wiring, free set) share one Group (and its answer pieces) while any node is in it
+        self._groups: weakref.WeakValueDictionary[tuple[int, int], Group] = weakref.WeakValueDictionary()
+        self._locals: weakref.WeakValueDictionary[tuple[Any, ...], Local] = weakref.WeakValueDictionary()
+        #: per pod shape, every node's finished answer fragments; a node's are dropped when it changes
+        self.answers = AnswerTables(lambda: self.entry)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -145,6 +154,11 @@ class ClusterCache:
     def ready(self, stale_after: float) -> bool:
         """Synced, and no informer has been failing for more than ``stale_after`` seconds."""
         return self.synced and self.unsynced_seconds() <= stale_after
+
+    def facts(self, name: str) -> NodeFacts | None:
+        """The node's facts (None: not a node we know)."""
+        e = self._entries.get(name)
+        return None if e is None else e.facts
 
     def siblings(self, workload: wl.Workload) -> Siblings | None:
         """Where the job's other bound pods run, summarised by locality label (:func:`policy.siblings.summarize`)."""
@@ -205,17 +219,48 @@ class ClusterCache:
             self.metrics.bad_objects.labels("nodes", facts.fail_reason).inc()
         return facts
 
-    def _refresh(self, name: str) -> None:
-        facts = self._facts_for(name)
-        if facts is None:
-            self._facts.pop(name, None)
-        else:
-            self._facts[name] = facts
+    def _group(self, facts: NodeFacts) -> Group:
+        g = self._groups.get(facts.key)
+        if g is None:
+            g = Group(facts)
+            self._groups[facts.key] = g
+        return g
 
-    def _swap_facts(self, new: dict[str, NodeFacts]) -> None:
-        """Publish a whole new view at once: requests see the old dict or the new one, never a mix."""
-        self._facts = new
-        self.facts = new.get
+    def _local(self, facts: NodeFacts) -> Local:
+        key = (facts.locality, facts.topology_class)
+        loc = self._locals.get(key)
+        if loc is None:
+            loc = Local(facts.locality, facts.topology_class)
+            self._locals[key] = loc
+        return loc
+
+    def _entry_for(self, name: str) -> NodeEntry | None:
+        facts = self._facts_for(name)
+        return None if facts is None else entry_for(facts, self._group, self._local)
+
+    def _refresh(self, name: str) -> None:
+        entry = self._entry_for(name)
+        if entry is None:
+            self._entries.pop(name, None)
+        else:
+            self._entries[name] = entry
+        self.answers.forget(name)  # after the entry changed: see AnswerTable.__missing__
+
+    def _swap_entries(self, new: dict[str, NodeEntry]) -> None:
+        """Publish a whole new view at once: requests see the old dict or the new one, never a mix.
+
+        Then drop the prepared answers of the nodes that changed (those whose group, locality
+        or name is not what it was); the others keep theirs across the relist.
+        """
+        old = self._entries
+        self._entries = new
+        self.entry = new.get
+        for i, name in enumerate(self.answers.names()):
+            o, n = old.get(name), new.get(name)
+            if o is None or n is None or n.group is not o.group or n.local is not o.local or n.name != o.name:
+                self.answers.forget(name)
+            if i % 256 == 0:
+                time.sleep(0)
 
     def _each(self, kind: str, items: Iterable[dict[str, Any]], fn: Callable[[dict[str, Any]], None]) -> None:
         """Apply ``fn`` to every object; one that raises is counted and skipped, the others go on.
@@ -241,13 +286,13 @@ class ClusterCache:
         with self._lock:
             self._nodes = nodes
             # built off the request path, then swapped in whole
-            new: dict[str, NodeFacts] = {}
+            new: dict[str, NodeEntry] = {}
             for i, name in enumerate(nodes):
-                if (f := self._facts_for(name)) is not None:
-                    new[name] = f
+                if (e := self._entry_for(name)) is not None:
+                    new[name] = e
                 if i % _YIELD_EVERY == 0:
                     time.sleep(0)  # let a request thread take the GIL now rather than after a 5 ms switch
-            self._swap_facts(new)
+            self._swap_entries(new)
             self.metrics.cache_objects.labels("nodes").set(len(self._nodes))
 
     def node_event(self, etype: str, obj: dict[str, Any]) -> None:
@@ -310,16 +355,16 @@ class ClusterCache:
             for name in names:
                 self._refresh(name)
             return
-        new = dict(self._facts)
+        new = dict(self._entries)
         for i, name in enumerate(names):
-            facts = self._facts_for(name)
-            if facts is None:
+            entry = self._entry_for(name)
+            if entry is None:
                 new.pop(name, None)
             else:
-                new[name] = facts
+                new[name] = entry
             if i % _YIELD_EVERY == 0:
                 time.sleep(0)
-        self._swap_facts(new)
+        self._swap_entries(new)
 
     def pod_event(self, etype: str, obj: dict[str, Any]) -> None:
         with self._lock:

@@ -79,6 +79,13 @@ class Metrics:
             ["verb", "reason"],
             registry=r,
         )
+        self.inexact = Counter(
+            "gputopo_extender_inexact_placements_total",
+            "Nodes answered from a placement found after the exact search's budget ran out (a greedy ring, "
+            "Placement.exact false; only components of more than 16 GPUs), by verb.",
+            ["verb"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "gputopo_extender_inflight_requests",
             "Filter/prioritize requests being handled now.",

@@ -32,13 +32,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 import pydantic_core
 from pydantic import ValidationError
 
+from extender.answers import AnswerTables, Unjudged, answer_filter, answer_prioritize
 from extender.metrics import Metrics
 from extender.wire import ExtenderArgs, PriorityEncoder, encode_filter_result
 from policy import workload as wl
-from policy.decision.cache import ContextRegistry
+from policy.decision.cache import ContextRegistry, Shape
 from policy.decision.decide import Decider, NodeError
 from policy.nodes.decode import REQUEST_DECODE_CHARS, DecodeBudget, TopologyRegistry
 from policy.nodes.facts import NodeFacts, broken, facts_from_object, node_name, tally
@@ -93,12 +95,35 @@ def _short_validation_error(err: ValidationError) -> str:
 _NON_FINITE = re.compile(rb"(?<![\w\"])-?(?:NaN|Infinity)(?![\w\"])")
 
 
+class _NamesArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """The body kube-scheduler sends in cached mode, exactly as Go writes it: the fast path's only shape."""
+
+    Pod: dict[str, Any] | None = None
+    Nodes: None = None
+    NodeNames: list[str] | None = None
+
+
+_decode_names = msgspec.json.Decoder(_NamesArgs).decode
+
+
 def decode_args(body: bytes) -> ExtenderArgs:
     """Decode an ``ExtenderArgs`` body; :class:`BadRequest` with a short, safe message.
 
     ``NaN`` and ``Infinity`` are refused, as Go's ``encoding/json`` (which
     kube-scheduler uses) never writes them and RFC 8259 does not allow them.
+
+    Fast path: a body with exactly Go's keys, ``Nodes: null`` and a list of names (what
+    kube-scheduler sends a ``nodeCacheCapable`` extender) is decoded and type-checked in one
+    pass by msgspec (90 µs for 5,000 names, against 230 µs for the general path; measured
+    in docs/performance.md). Anything else (other key casing, unknown keys, node objects, a
+    body that is not valid) takes the general path below, which decides what it means.
     """
+    try:
+        a = _decode_names(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    else:
+        return ExtenderArgs.model_construct(Pod=a.Pod, Nodes=None, NodeNames=a.NodeNames)
     if not body.strip():
         raise BadRequest("empty request body")
     try:
@@ -205,12 +230,17 @@ class Service:
             empty = encode_filter_result(nodes=None, node_names=None, failed=None, unresolvable=None, error=str(err))
             return Answer(200, empty, str(err))
         w = self._workload(args)
+        tables = self._tables(args)
+        if tables is not None:
+            assert args.NodeNames is not None
+            return self._filter_names(w, args.NodeNames, tables, start)
         names, facts, objs = self._node_facts(args, "filter")
         failed: dict[str, str] = {}
         unresolvable: dict[str, str] = {}
         not_ours, fail_open = self._count_unusable("filter", facts)
         result = self.decider.filter(w, facts)
         self._node_errors("filter", result.errors)
+        self._count_inexact("filter", w, facts)
         passed_idx, failed, unresolvable = result.passed, result.failed, result.unresolvable
         if objs is not None:
             assert args.Nodes is not None
@@ -251,6 +281,10 @@ class Service:
             log.warning("prioritize: bad request: %s", err)
             return Answer(400, pydantic_core.to_json({"error": str(err)}), str(err))
         w = self._workload(args)
+        tables = self._tables(args)
+        if tables is not None:
+            assert args.NodeNames is not None
+            return self._prioritize_names(w, args.NodeNames, tables, start)
         names, facts, _ = self._node_facts(args, "prioritize")
         self._count_unusable("prioritize", facts)
         siblings = None
@@ -259,11 +293,86 @@ class Service:
             siblings = view.siblings(w)
         result = self.decider.scores(w, facts, siblings)
         self._node_errors("prioritize", result.errors)
+        self._count_inexact("prioritize", w, facts)
         scores = result.scores
         out = self._priorities.encode(names, scores)
         self.metrics.requests.labels("prioritize", "ok").inc()
         self.metrics.latency.labels("prioritize").observe(time.perf_counter() - start)
         return Answer(200, out)
+
+    # -- the fast path: NodeNames against the informer's view (extender.answers) ----------------
+    def _tables(self, args: ExtenderArgs) -> AnswerTables | None:
+        """The view's answer tables when this request can be answered from prepared fragments, else None."""
+        view = self.view
+        if args.Nodes is not None or args.NodeNames is None or view is None or not view.synced:
+            return None
+        tables = getattr(view, "answers", None)
+        return tables if isinstance(tables, AnswerTables) else None
+
+    def _count_unjudged(self, verb: str, unjudged: dict[str, Unjudged]) -> tuple[int, int]:
+        """Count (and log once per request) nodes not judged: not ours, unknown, failing open; (not ours, fail open)."""
+        not_ours = fail_open = 0
+        for reason, u in unjudged.items():
+            if reason == "not_ours":
+                not_ours += u.count
+                continue
+            self.metrics.fail_open.labels(reason).inc(u.count)
+            if reason != "unknown_node":
+                fail_open += u.count
+                log.warning("%s: %d node(s) fail open (%s), e.g. %s", verb, u.count, reason, ", ".join(u.examples))
+        return not_ours, fail_open
+
+    def _filter_names(self, w: wl.Workload, names: list[str], tables: AnswerTables, start: float) -> Answer:
+        out = answer_filter(names, tables.table(Shape.of(w), self.decider))
+        not_ours, fail_open = self._count_unjudged("filter", out.unjudged)
+        self._node_errors("filter", out.errors)
+        m = self.metrics
+        m.nodes.labels("filter", "passed").inc(out.passed)
+        m.nodes.labels("filter", "failed").inc(out.failed)
+        m.nodes.labels("filter", "unresolvable").inc(out.unresolvable)
+        m.nodes.labels("filter", "not_ours").inc(not_ours)
+        m.nodes.labels("filter", "fail_open").inc(fail_open)
+        if out.inexact:
+            m.inexact.labels("filter").inc(out.inexact)
+        m.requests.labels("filter", "ok").inc()
+        m.latency.labels("filter").observe(time.perf_counter() - start)
+        if out.failed or out.unresolvable:
+            log.info("filter %s (k=%d, %s): %d passed, %d failed, %d unresolvable", w.key, w.gpus,
+                     w.intent.value, out.passed, out.failed, out.unresolvable)
+        return Answer(200, out.body)
+
+    def _prioritize_names(self, w: wl.Workload, names: list[str], tables: AnswerTables, start: float) -> Answer:
+        shape = Shape.of(w) if self.decider.scores_pod(w) else None
+        siblings = None
+        if shape is not None and self.view is not None and self.decider.needs_siblings(w):
+            siblings = self.view.siblings(w)
+        out = answer_prioritize(names, tables.table(shape, self.decider), siblings)
+        self._count_unjudged("prioritize", out.unjudged)
+        self._node_errors("prioritize", out.errors)
+        if out.inexact:
+            self.metrics.inexact.labels("prioritize").inc(out.inexact)
+        self.metrics.requests.labels("prioritize", "ok").inc()
+        self.metrics.latency.labels("prioritize").observe(time.perf_counter() - start)
+        return Answer(200, out.body)
+
+    def _count_inexact(self, verb: str, w: wl.Workload, facts: Sequence[NodeFacts | None]) -> None:
+        """Nodes answered from a placement the search budget cut short (reference path: by group, from the cache)."""
+        if w.gpus <= 16 or not self.decider.scores_pod(w):  # exact search up to 16 GPUs: nothing to count
+            return
+        skey, get = Shape.of(w).key, self.decider.cache.get
+        seen: dict[tuple[int, int], bool] = {}
+        count = 0
+        for f in facts:
+            if f is None or f.topo is None:
+                continue
+            hit = seen.get(f.key)
+            if hit is None:
+                d = get(f.key + skey)
+                p = None if d is None else d.evaluation.placement
+                hit = seen[f.key] = p is not None and not p.exact
+            count += hit
+        if count:
+            self.metrics.inexact.labels(verb).inc(count)
 
     def _node_errors(self, verb: str, errors: list[NodeError]) -> None:
         """Nodes (one per group) whose data broke our code: they failed open; log and count each."""

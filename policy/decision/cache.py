@@ -98,7 +98,8 @@ class GroupDecision:
         """
         ev = self.evaluation
         gpus = 0 if ev.placement is None else len(ev.placement.gpus)
-        reason = 0 if self.verdict.reason is None else len(self.verdict.reason) + 50
+        v = self.verdict
+        reason = (0 if v.reason is None else len(v.reason) + 50) + (0 if v.detail is None else len(v.detail) + 50)
         return 900 + 32 * gpus + 120 * len(self.terms) + reason
 
 

@@ -145,10 +145,20 @@ class Decider:
         return GroupDecision(ev, verdict, terms, partial, self.scorer.finish(partial, None))
 
     # -- many nodes ---------------------------------------------------------------------
+    @staticmethod
+    def judges(shape: Shape) -> bool:
+        """Can the filter drop a node for this shape? Only ``required`` (≥ 2 GPUs) can; everything else passes."""
+        return shape.required
+
+    @staticmethod
+    def scores_pod(w: Workload) -> bool:
+        """Does prioritize score ``w`` at all? A pod with no GPUs or ``placement: ignore`` scores 0 everywhere."""
+        return w.gpus >= 1 and w.intent is not Intent.IGNORE
+
     def filter(self, w: Workload, facts: Sequence[NodeFacts | None]) -> FilterResult:
         """Which nodes pass for ``w`` (see the module docstring for the rules)."""
         shape = Shape.of(w)
-        if not shape.required:
+        if not self.judges(shape):
             return FilterResult(range(len(facts)))  # only `required` can drop a node
         passed: list[int] = []
         failed: dict[str, str] = {}
@@ -186,15 +196,15 @@ class Decider:
     def scores(self, w: Workload, facts: Sequence[NodeFacts | None], siblings: Siblings | None = None) -> ScoreResult:
         """0..10 per node for ``w``; ``siblings`` for a multi-node rank (see :meth:`needs_siblings`)."""
         n = len(facts)
-        if w.gpus < 1 or w.intent is Intent.IGNORE:
+        if not self.scores_pod(w):
             return ScoreResult([0] * n)
         shape = Shape.of(w)
         per_node = siblings is not None and self.scorer.has_per_node
-        finish = self.scorer.finish
         scores: list[int] = []
         errors: list[NodeError] = []
         append = scores.append
-        local: dict[Any, int] = {}  # per request: equal keys (and, with siblings, equal locality), equal scores
+        local: dict[Any, int] = {}  # per request: equal keys, equal scores
+        node_memo: dict[Any, int] = {}  # with siblings: (partial, locality, class) -> score (see node_score)
         get, skey = self.cache.get, shape.key  # decide(), inlined: one call per group on the hot path
         ok = NodeState.OK
         for f in facts:
@@ -208,19 +218,39 @@ class Decider:
                     d = get(f.key + skey)
                     if d is None:
                         d = self._fill(f, shape)
-                    if d.partial is None:
-                        s = 0
-                    elif per_node:
-                        inp = ScoreInput(shape.kind, shape.gpus, d.evaluation, f.locality, f.topology_class, siblings)
-                        s = finish(d.partial, inp)
+                    if per_node:
+                        assert siblings is not None
+                        s = self.node_score(d, shape, f.locality, f.topology_class, siblings, node_memo)
                     else:
-                        s = d.score
+                        s = d.score if d.partial is not None else 0
                 except Exception as err:  # this node's data broke our code: it (and its twins) score 0
                     errors.append((f.name, err))
                     s = 0
                 local[key] = s
             append(s)
         return ScoreResult(scores, errors)
+
+    def node_score(self, d: GroupDecision, shape: Shape, locality: tuple[str | None, ...],
+                   topology_class: str | None, siblings: Siblings, memo: dict[Any, int] | None = None) -> int:
+        """The score of a node of ``d``'s group with this locality, for a rank whose job has ``siblings``.
+
+        Per-node strategies read the node's locality, class and the siblings, never the
+        evaluation (:mod:`policy.scoring.base`), so the score depends on ``d.partial`` and
+        ``(locality, topology_class)`` only: ``memo`` (one per request, the same
+        ``shape`` and ``siblings``) keeps it per ``(partial, locality, class)``, a few dozen
+        entries for thousands of nodes. 0 when fewer than k GPUs are free (``d.partial`` None).
+        """
+        partial = d.partial
+        if partial is None:
+            return 0
+        key = (partial, locality, topology_class)
+        if memo is not None and (hit := memo.get(key)) is not None:
+            return hit
+        inp = ScoreInput(shape.kind, shape.gpus, d.evaluation, locality, topology_class, siblings)
+        s = self.scorer.finish(partial, inp)
+        if memo is not None:
+            memo[key] = s
+        return s
 
     # -- one node, explained ------------------------------------------------------------
     def explain(self, w: Workload, f: NodeFacts, siblings: Siblings | None = None) -> Explanation:
@@ -231,7 +261,7 @@ class Decider:
         """
         if f.state is not NodeState.OK:
             return Explanation(f.name, f.state, f.problem, w.gpus, PASS, 0)
-        if w.gpus < 1 or w.intent is Intent.IGNORE:
+        if not self.scores_pod(w):
             return Explanation(f.name, f.state, None, w.gpus, PASS, 0)
         shape = Shape.of(w)
         d = self.decide(f, shape)

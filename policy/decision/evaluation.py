@@ -16,11 +16,38 @@ from labeler.topology import islands, nic_locality, placement
 from labeler.topology.links import ISLAND_LEVELS, LEVEL_MEANING, LinkLevel
 from labeler.topology.model import Topology
 
-__all__ = ["PASS", "Evaluation", "TopoContext", "Verdict", "describe_level"]
+__all__ = ["PASS", "Evaluation", "TopoContext", "Verdict", "describe_level", "level_words", "refusal"]
+
+
+def level_words(level: LinkLevel) -> str:
+    """A level in a short message ("joined through a bonded set of NVLinks"): the one table, LEVEL_MEANING."""
+    return f"joined through {LEVEL_MEANING[level]}"
+
 
 def describe_level(level: LinkLevel) -> str:
     """How a level reads in a filter message ("needs 4 GPUs joined through at most a single PCIe bridge (pix)")."""
-    return f"joined through {LEVEL_MEANING[level]} ({level.slug})"
+    return f"{level_words(level)} ({level.slug})"
+
+
+def refusal(k: int, required: LinkLevel, unresolvable: bool) -> str:
+    """The filter's reason for a node it refuses: one string per (k, level, resolvable), nothing node-specific.
+
+    Why so little: kube-scheduler turns ``FailedNodes`` into the pod's ``FailedScheduling``
+    event by counting nodes per *identical* reason string ("0/5000 nodes are available: 1964
+    gputopo: hardware has no 4 GPUs joined through a bonded set of NVLinks, 286 gputopo: no 4
+    free GPUs joined through a bonded set of NVLinks, 2750 Insufficient nvidia.com/gpu.") and cuts the event at 1,024 bytes; a reason
+    per free set would list dozens of variants and push the rest out. And the reason is
+    repeated for every refused node in the answer kube-scheduler decodes on its serial path.
+    The per-node detail (the free islands) is :attr:`Verdict.detail`, for explanations and logs.
+
+    >>> refusal(4, LinkLevel.NVLINK, False)
+    'gputopo: no 4 free GPUs joined through a bonded set of NVLinks'
+    >>> refusal(8, LinkLevel.PXB, True)
+    'gputopo: hardware has no 8 GPUs joined through multiple PCIe bridges, without the PCIe host bridge'
+    """
+    if unresolvable:
+        return f"gputopo: hardware has no {k} GPUs {level_words(required)}"
+    return f"gputopo: no {k} free GPUs {level_words(required)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +69,16 @@ class Verdict:
 
     ``required``: the level a ``required`` pod needs on this wiring (None: not required, or no
     k-set exists at all). A verdict that fails is ``unresolvable`` when not even the empty
-    node meets the level: kube-scheduler then does not try preemption there.
+    node meets the level: kube-scheduler then does not try preemption there. ``reason``: what
+    kube-scheduler is told (:func:`refusal`: the same for every node refused the same way);
+    ``detail``: why this node, in words (its free islands at the level; what it has when idle).
     """
 
     passes: bool = True
     unresolvable: bool = False
     reason: str | None = None
     required: LinkLevel | None = None
+    detail: str | None = None
 
     @property
     def fails(self) -> bool:
@@ -56,7 +86,7 @@ class Verdict:
 
     def as_dict(self) -> dict[str, object]:
         return {"passes": self.passes, "unresolvable": self.unresolvable, "reason": self.reason,
-                "required": None if self.required is None else self.required.slug}
+                "required": None if self.required is None else self.required.slug, "detail": self.detail}
 
 
 #: the verdict of a pod the filter does not judge (not `required`, or fewer than 2 GPUs)
@@ -122,7 +152,7 @@ class TopoContext:
         )
 
     def verdict(self, free_mask: int, k: int, required: LinkLevel | None, ev: Evaluation) -> Verdict:
-        """Does the best free k-set meet ``required`` (None: not judged)? With a reason naming the free islands.
+        """Does the best free k-set meet ``required`` (None: not judged)? A short reason, the free islands as detail.
 
         Fewer than k free GPUs passes: the GPU count is kube-scheduler's NodeResourcesFit
         call (it sees allocations before the agent's allocation does).
@@ -132,14 +162,18 @@ class TopoContext:
             return PASS if required is None else Verdict(required=required)
         groups = self.placer.islands_free(self.free_gpus(free_mask), required)
         sizes = sorted((len(g) for g in groups), reverse=True)
-        shown = "+".join(str(s) for s in sizes) if sizes else "none"
-        reason = f"needs {k} GPUs {describe_level(required)}; free islands at {required.slug}: {shown}"
+        words = level_words(required)
+        if not sizes or sizes[0] < 2:
+            detail = f"no two free GPUs are {words}"
+        else:
+            detail = f"the free GPUs {words} form groups of {'+'.join(str(s) for s in sizes)}"
         empty = self.placer.best_mask(self.all_mask, k)
         unresolvable = empty is None or empty.level > required
         if unresolvable:
-            got = "no set" if empty is None else f"the best {k}-GPU set is at {empty.level.slug}"
-            reason += f" (even with every GPU free {got})"
-        return Verdict(passes=False, unresolvable=unresolvable, reason=reason, required=required)
+            idle = "it has no set at all" if empty is None else f"its best {k}-GPU set is {describe_level(empty.level)}"
+            detail += f"; even with every GPU free, {idle}"
+        return Verdict(passes=False, unresolvable=unresolvable, reason=refusal(k, required, unresolvable),
+                       required=required, detail=detail)
 
     def _fit_island(self, free_mask: int, k: int, best: placement.Placement | None) -> int:
         """Free GPUs in the smallest free island that still hosts the best level (best fit).

@@ -246,10 +246,12 @@ def test_a_relist_swaps_a_new_view_in() -> None:
     cache, _ = start(api)
     try:
         assert cache.wait_synced(10)
-        during_request = cache.facts  # what a request in flight reads
+        during_request = cache.entry  # what a request in flight reads (extender.answers)
         cache.replace_nodes([node_object("gpu-a", BOARD, free={0})])
-        old, new = during_request("gpu-a"), cache.facts("gpu-a")
-        assert old is not None and new is not None
+        old_entry, new = during_request("gpu-a"), cache.facts("gpu-a")
+        assert old_entry is not None and new is not None
+        old = old_entry.facts
+        assert old is not None
         assert (old.free_count, new.free_count) == (8, 1)
     finally:
         stop(cache, api)

@@ -99,14 +99,32 @@ def test_required_verdicts_name_the_free_islands(cluster: Cluster) -> None:
     w = workload(4, intent=Intent.REQUIRED, max_level=LinkLevel.PIX)
     result = dec.filter(w, [split, whole, None])
     assert list(result.passed) == [1, 2]  # the unknown node (None) passes: fail open
-    assert result.failed == {"split": ("needs 4 GPUs joined through at most a single PCIe bridge (pix); "
-                                      "free islands at pix: 3+3")}
+    # the reason is the same for every node refused this way (kube-scheduler counts nodes per reason);
+    # the detail says why this one: its free GPUs behind each PCIe bridge
+    assert result.failed == {"split": "gputopo: no 4 free GPUs joined through at most a single PCIe bridge"}
     v = dec.decide(split, Shape.of(w)).verdict
     assert v.fails and not v.unresolvable and v.required is LinkLevel.PIX
+    assert v.detail == "the free GPUs joined through at most a single PCIe bridge form groups of 3+3"
     # 5 GPUs within one switch: not even the empty board has them → unresolvable, preemption cannot help
-    r5 = dec.filter(workload(5, intent=Intent.REQUIRED, max_level=LinkLevel.PXB), [split, whole])
-    assert list(r5.passed) == [] and set(r5.unresolvable) == {"split", "whole"}
-    assert "even with every GPU free the best 5-GPU set is at phb" in r5.unresolvable["whole"]
+    w5 = workload(5, intent=Intent.REQUIRED, max_level=LinkLevel.PXB)
+    r5 = dec.filter(w5, [split, whole])
+    assert list(r5.passed) == [] and r5.unresolvable == {
+        "split": "gputopo: hardware has no 5 GPUs joined through multiple PCIe bridges, without the PCIe host bridge",
+        "whole": "gputopo: hardware has no 5 GPUs joined through multiple PCIe bridges, without the PCIe host bridge"}
+    assert dec.decide(whole, Shape.of(w5)).verdict.detail == (
+        "the free GPUs joined through multiple PCIe bridges, without the PCIe host bridge form groups of 4+3; "
+        "even with every GPU free, its best 5-GPU set is joined through a PCIe host bridge (typically the CPU) (phb)")
+
+
+def test_a_board_without_nvlink_is_refused_in_words(cluster: Cluster) -> None:
+    """RTX 4090 × 8, every pair across the host (SYS): no NVLink at all, even when idle."""
+    rtx = cluster.node("rtx", corpus("rtx4090"))
+    w = workload(2, intent=Intent.REQUIRED, max_level=LinkLevel.NVLINK)
+    v = decider().decide(rtx, Shape.of(w)).verdict
+    assert v.fails and v.unresolvable
+    assert v.reason == "gputopo: hardware has no 2 GPUs joined through a bonded set of NVLinks"
+    assert v.detail == ("no two free GPUs are joined through a bonded set of NVLinks; "
+                        "even with every GPU free, its best 2-GPU set is joined through the SMP interconnect between NUMA nodes (e.g. QPI/UPI) (sys)")
 
 
 def test_required_without_a_level_means_the_wirings_own_best(cluster: Cluster) -> None:
@@ -114,8 +132,7 @@ def test_required_without_a_level_means_the_wirings_own_best(cluster: Cluster) -
     nodes = [cluster.node("ring", dgx, {0, 1, 4, 5}), cluster.node("broken", dgx, {0, 1, 6, 7})]
     result = decider().filter(workload(4, intent=Intent.REQUIRED), nodes)
     assert list(result.passed) == [0]
-    assert result.failed == {"broken": ("needs 4 GPUs joined through a bonded set of NVLinks (nvlink); "
-                                       "free islands at nvlink: 2+2")}
+    assert result.failed == {"broken": "gputopo: no 4 free GPUs joined through a bonded set of NVLinks"}
 
 
 def test_shape_keeps_only_what_decides() -> None:

@@ -1,0 +1,421 @@
+"""Answers assembled from pre-encoded fragments: decide once per group, answer per name.
+
+Why: at 5,000 node names per request, anything done per name in Python costs more than all
+the decisions together (one per group of nodes with the same wiring and free GPUs,
+:class:`~policy.decision.decide.Decider`). So the per-name work of a cached-mode request is a
+few C-level passes over lists (``map`` of a dict lookup or an attribute, ``bytes.join``), and
+every byte of the answer that can be known before the request is prepared before it:
+
+- **when the cache changes** (:mod:`extender.cache`), each node gets a :class:`NodeEntry`:
+  its facts, its :class:`Group` (interned per ``(wiring id, free mask)``: nodes with equal keys
+  share one object), its :class:`Local` (interned per locality labels and topology class) and
+  its name pre-encoded as JSON (``"gpu-00001"``) and as a prioritize prefix
+  (``{"Host":"gpu-00001","Score":``);
+- **once per group and pod shape**, the decision's answer pieces (:class:`Piece`: pass / fail
+  / unresolvable, the JSON of the reason, the score's bytes ``7}``) are kept on the group;
+- **once per node and pod shape**, a :class:`NodeAnswer` holds that node's finished fragments
+  (``"gpu-00001",`` where it passes, ``"gpu-00001":"<reason>",`` where it is refused,
+  ``{"Host":"gpu-00001","Score":7},``) in the shape's :class:`AnswerTable` (name → answer),
+  filled on first use and emptied for a node when the cache changes it;
+- **per request**: ``map(table.__getitem__, names)``, then ``bytes.join`` of one attribute of
+  the answers. Python loops run only over names met for the first time (per shape), over the
+  nodes that fail open, and, for a rank with placed siblings (job affinity reads the node's
+  locality), over the distinct ``(the group's partial score, Local)`` pairs
+  (:meth:`Decider.node_score`): a few dozen where there are thousands of nodes.
+
+Nothing here knows what a score means: a piece encodes ``GroupDecision.verdict`` and
+``GroupDecision.score`` (or what :meth:`~policy.decision.decide.Decider.node_score` returns),
+whatever the policy computed them from. The rules for nodes that are not judged (unknown, not
+ours, no data: pass, score 0) are the policy's (:mod:`policy.decision.decide`), applied per
+sentinel group. Answers are byte for byte those of the reference path
+(``Decider.filter``/``scores`` + :mod:`extender.wire`; ``tests/extender/test_ext_answers.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import pydantic_core
+
+from extender.wire import MAX_EXTENDER_PRIORITY
+from policy.decision.cache import GroupDecision, Shape
+from policy.decision.decide import Decider
+from policy.decision.evaluation import Verdict
+from policy.nodes.facts import NodeFacts
+from policy.nodes.state import NodeState
+from policy.siblings import Siblings
+
+__all__ = ["UNKNOWN", "AnswerTable", "AnswerTables", "FilterOutcome", "Group", "Local", "NodeAnswer", "NodeEntry",
+           "Piece", "PrioritizeOutcome", "Unjudged", "answer_filter", "answer_prioritize", "entry_for", "shape_id",
+           "unjudged_group"]
+
+PASS, FAILED, UNRESOLVABLE = 0, 1, 2
+#: pieces kept per group (one per pod shape met); past it the group's pieces are dropped and rebuilt
+MAX_PIECES_PER_GROUP = 64
+#: (partial score, Local) keys kept per table (a node has one; far fewer distinct ones in a real cluster)
+MAX_SIBLING_KEYS = 1 << 16
+_TAIL = tuple(f"{i}}}".encode() for i in range(MAX_EXTENDER_PRIORITY + 1))
+
+
+def _json(text: str) -> bytes:
+    return pydantic_core.to_json(text)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Piece:
+    """The answer bytes of one group decision for one pod shape.
+
+    ``code``: PASS / FAILED / UNRESOLVABLE; ``reason``: the JSON string of the reason (``b""``
+    when it passes); ``tail``: the prioritize score's bytes (``b"7}"``); ``partial`` and
+    ``decision``: for per-node scores (siblings); ``inexact``: the placement came from the
+    search budget's fallback (``Placement.exact`` false).
+    """
+
+    code: int
+    reason: bytes
+    tail: bytes
+    partial: tuple[int, int] | None = None
+    decision: GroupDecision | None = None
+    inexact: bool = False
+
+    @classmethod
+    def of(cls, d: GroupDecision) -> Piece:
+        v = d.verdict
+        code = PASS if v.passes else UNRESOLVABLE if v.unresolvable else FAILED
+        reason = b"" if v.passes else _json(_reason(v))
+        score = d.score if d.partial is not None else 0
+        placement = d.evaluation.placement
+        return cls(code, reason, _TAIL[max(0, min(MAX_EXTENDER_PRIORITY, score))], d.partial, d,
+                   placement is not None and not placement.exact)
+
+
+def _reason(v: Verdict) -> str:
+    """The reason text the reference path sends (``Decider.filter``: with its fallbacks)."""
+    if v.unresolvable:
+        return v.reason or "topology constraint cannot be met"
+    return v.reason or "topology constraint not met with the free GPUs"
+
+
+#: a node that is not judged, or whose group broke our code: it passes and scores 0 (fail open)
+UNJUDGED_PIECE = Piece(PASS, b"", _TAIL[0])
+
+
+class Group:
+    """Nodes with equal ``(wiring id, free mask)``: equal answers. Holds its pieces per pod shape.
+
+    ``facts``: one member's facts (what :meth:`Decider.decide` reads: the wiring and the
+    free mask). Interned by the cache while any node refers to it (weakly), so its pieces
+    survive a relist and vanish with the last node in that state.
+    """
+
+    __slots__ = ("__weakref__", "facts", "key", "pieces", "reason")
+
+    def __init__(self, facts: NodeFacts | None, reason: str | None = None) -> None:
+        self.facts = facts
+        self.key = facts.key if facts is not None else None
+        #: shape id → piece; sentinel groups share one dict that answers UNJUDGED_PIECE for every shape
+        self.pieces: dict[int, Piece] = {} if reason is None else _UNJUDGED_PIECES
+        #: for sentinel groups (nodes not judged): "not_ours", "unknown_node" or the fail-open reason
+        self.reason = reason
+
+
+_UNJUDGED_PIECES: dict[int, Piece] = {}
+
+
+class Local:
+    """A node's locality label values and topology class (interned: what job affinity reads)."""
+
+    __slots__ = ("__weakref__", "locality", "topology_class")
+
+    def __init__(self, locality: tuple[str | None, ...], topology_class: str | None) -> None:
+        self.locality = locality
+        self.topology_class = topology_class
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class NodeEntry:
+    """One node as a request needs it: facts, group, locality and its name's answer fragments."""
+
+    facts: NodeFacts | None
+    group: Group
+    local: Local
+    name: bytes  # the node name as a JSON string
+    host: bytes  # b'{"Host":<name>,"Score":'
+
+
+_SENTINELS: dict[str, Group] = {}
+
+
+def unjudged_group(reason: str) -> Group:
+    """The sentinel group of nodes not judged for ``reason`` ("not_ours", a fail-open reason): pass, score 0."""
+    g = _SENTINELS.get(reason)
+    if g is None:
+        g = _SENTINELS.setdefault(reason, Group(None, reason))
+    return g
+
+
+#: the entry of a name the cache does not know
+UNKNOWN_GROUP = unjudged_group("unknown_node")
+_NO_LOCAL = Local((), None)
+UNKNOWN = NodeEntry(None, UNKNOWN_GROUP, _NO_LOCAL, b"", b"")
+
+
+def entry_for(facts: NodeFacts, group: Callable[[NodeFacts], Group], local: Callable[[NodeFacts], Local]
+              ) -> NodeEntry:
+    """The entry of a node: its group (``group``: the caller's interning) when the node is judged, else a sentinel.
+
+    Judged nodes are the OK ones (the policy's rule, :mod:`policy.decision.decide`); the others
+    pass and score 0, grouped by why: ``not_ours``, or their fail-open reason.
+    """
+    name = _json(facts.name)
+    if facts.state is NodeState.OK:
+        g = group(facts)
+    else:
+        g = unjudged_group("not_ours" if facts.state is NodeState.NOT_OURS else facts.fail_reason or "no_data")
+    return NodeEntry(facts, g, local(facts), name, b'{"Host":' + name + b',"Score":')
+
+
+def shape_id(shape: Shape) -> int:
+    """One int per pod shape (cheap to hash on the per-name path)."""
+    gpus, kind, required, level = shape.key
+    return ((gpus * 8 + kind) * 2 + required) * 16 + level + 1
+
+
+_HOST = attrgetter("host")
+_CODE = attrgetter("code")
+_PASSED = attrgetter("passed")
+_FAILED = attrgetter("failed")
+_UNRESOLVABLE = attrgetter("unresolvable")
+_SCORED = attrgetter("scored")
+_INEXACT = attrgetter("inexact")
+_SIBLING_KEY = attrgetter("sibling_key")
+
+#: the code of an answer for a node that is not judged (it passes): counted apart for metrics and logs
+UNJUDGED = 3
+
+
+class NodeAnswer:
+    """One node's answer fragments for one pod shape (``passed``/``refused``/``scored`` end with a comma)."""
+
+    __slots__ = ("code", "entry", "failed", "host", "inexact", "local", "partial", "passed", "piece", "scored",
+                 "sibling_key", "unresolvable")
+
+    def __init__(self, entry: NodeEntry, name: bytes, host: bytes, piece: Piece,
+                 sibling_key: SiblingKey | None = None) -> None:
+        self.sibling_key = sibling_key
+        self.entry = entry
+        self.piece = piece
+        self.code = UNJUDGED if entry.group.reason is not None else piece.code
+        self.passed = name + b"," if piece.code == PASS else b""
+        refused = b"" if piece.code == PASS else name + b":" + piece.reason + b","
+        self.failed = refused if piece.code == FAILED else b""
+        self.unresolvable = refused if piece.code == UNRESOLVABLE else b""
+        self.host = host
+        self.scored = host + piece.tail + b","
+        self.inexact = piece.inexact
+        self.partial = piece.partial
+        self.local = entry.local
+
+
+class SiblingKey:
+    """What a node's score depends on for a rank with placed siblings: its group's partial score and its Local.
+
+    Interned per table, so a request memoises the per-node scores by identity
+    (:meth:`Decider.node_score`); ``decision``: one group decision with that partial.
+    """
+
+    __slots__ = ("decision", "local", "partial")
+
+    def __init__(self, partial: tuple[int, int] | None, local: Local, decision: GroupDecision | None) -> None:
+        self.partial = partial
+        self.local = local
+        self.decision = decision
+
+
+class AnswerTable(dict[str, NodeAnswer]):
+    """name → :class:`NodeAnswer` for one pod shape; a missing name is answered (and kept) on first use.
+
+    ``inexact`` / ``unjudged``: whether any answer ever put here has an inexact placement / is a
+    node not judged (a request only counts them when the table has some).
+    """
+
+    def __init__(self, shape: Shape | None, decider: Decider, entry: Callable[[], Callable[..., NodeEntry | None]]):
+        super().__init__()
+        self.shape = shape  # None: the pod scores 0 everywhere (prioritize only)
+        self.sid = -1 if shape is None else shape_id(shape)
+        self.decider = decider
+        self._entry = entry  # the cache's current lookup (it changes at a relist)
+        self.inexact = False
+        self.unjudged = False
+        self.errors: list[tuple[str, BaseException]] = []  # groups whose decision broke our code (drained per request)
+        self.sibling_keys: dict[tuple[Any, Local], SiblingKey] = {}
+
+    def __missing__(self, name: str) -> NodeAnswer:
+        lookup = self._entry()
+        e = lookup(name)
+        if e is None:  # a name the cache does not know: answered, never kept (names are the request's)
+            frag = _json(name)
+            self.unjudged = True
+            return NodeAnswer(UNKNOWN, frag, b'{"Host":' + frag + b',"Score":', UNJUDGED_PIECE)
+        errors = len(self.errors)
+        piece = self._piece(e.group)
+        sk = self.sibling_keys.get((piece.partial, e.local))
+        if sk is None:
+            if len(self.sibling_keys) >= MAX_SIBLING_KEYS:
+                self.sibling_keys.clear()  # old keys stay valid where answers hold them; new ones start afresh
+            sk = SiblingKey(piece.partial, e.local, piece.decision)
+            sk = self.sibling_keys.setdefault((piece.partial, e.local), sk)
+        a = NodeAnswer(e, e.name, e.host, piece, sk)
+        self.inexact |= a.inexact
+        self.unjudged |= a.code == UNJUDGED
+        if len(self.errors) > errors:  # its group broke our code: answered (fail open), retried next time
+            return a
+        self[name] = a
+        if self._entry()(name) is not e:  # the cache changed the node meanwhile: do not keep a stale answer
+            self.pop(name, None)
+        return a
+
+    def _piece(self, g: Group) -> Piece:
+        if g.reason is not None or self.shape is None:
+            return UNJUDGED_PIECE
+        piece = g.pieces.get(self.sid)
+        if piece is not None:
+            return piece
+        assert g.facts is not None
+        try:
+            piece = Piece.of(self.decider.decide(g.facts, self.shape))
+        except Exception as err:  # this group's data broke our code: its nodes fail open (pass, score 0)
+            self.errors.append((g.facts.name, err))
+            return UNJUDGED_PIECE
+        if len(g.pieces) >= MAX_PIECES_PER_GROUP:
+            g.pieces.clear()
+        g.pieces[self.sid] = piece
+        return piece
+
+    def take_errors(self) -> list[tuple[str, BaseException]]:
+        errors, self.errors = self.errors, []
+        return errors
+
+
+class AnswerTables:
+    """The answer tables of one cache, per pod shape (at most ``max_tables``, the oldest dropped first)."""
+
+    def __init__(self, entry: Callable[[], Callable[..., NodeEntry | None]], max_tables: int = 32) -> None:
+        self._entry = entry
+        self._tables: dict[int, AnswerTable] = {}
+        self.max_tables = max_tables
+
+    def table(self, shape: Shape | None, decider: Decider) -> AnswerTable:
+        sid = -1 if shape is None else shape_id(shape)
+        t = self._tables.get(sid)
+        if t is None or t.decider is not decider:
+            if len(self._tables) >= self.max_tables:
+                self._tables.pop(next(iter(self._tables)), None)
+            t = self._tables[sid] = AnswerTable(shape, decider, self._entry)
+        return t
+
+    def forget(self, name: str) -> None:
+        """The cache changed (or dropped) this node: its answers are rebuilt on next use."""
+        for t in list(self._tables.values()):
+            t.pop(name, None)
+
+    def names(self) -> set[str]:
+        return {n for t in list(self._tables.values()) for n in list(t)}
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in list(self._tables.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class Unjudged:
+    """Nodes of one request that were not judged for one reason: how many, and the first few names (for logs)."""
+
+    count: int
+    examples: list[str]
+
+
+def _unjudged(names: Sequence[str], answers: list[NodeAnswer], codes: list[int] | None) -> dict[str, Unjudged]:
+    """Not-judged nodes of a request by reason (not ours, unknown, each fail-open reason)."""
+    if codes is None:
+        codes = list(map(_CODE, answers))
+    if UNJUDGED not in codes:
+        return {}
+    out: dict[str, list[str]] = {}
+    at = -1
+    for _ in range(codes.count(UNJUDGED)):
+        at = codes.index(UNJUDGED, at + 1)
+        reason = answers[at].entry.group.reason or "no_data"
+        out.setdefault(reason, []).append(names[at])
+    return {r: Unjudged(len(v), v[:5]) for r, v in out.items()}
+
+
+@dataclass(slots=True)
+class FilterOutcome:
+    body: bytes
+    passed: int
+    failed: int
+    unresolvable: int
+    inexact: int
+    unjudged: dict[str, Unjudged]
+    errors: list[tuple[str, BaseException]]
+
+
+def answer_filter(names: Sequence[str], table: AnswerTable) -> FilterOutcome:
+    """The ``ExtenderFilterResult`` bytes for a ``NodeNames`` request (the reference path's bytes).
+
+    A name listed twice (kube-scheduler never does) is listed twice in ``FailedNodes`` too, with
+    the same reason: Go's decoder keeps one key of an object, so the meaning is the reference
+    path's (which writes a dict), not its bytes.
+    """
+    n = len(names)
+    answers = list(map(table.__getitem__, names))
+    codes = list(map(_CODE, answers))
+    n_failed, n_unres = codes.count(FAILED), codes.count(UNRESOLVABLE)
+    passed = b"".join(map(_PASSED, answers))[:-1]
+    failed = b"".join(map(_FAILED, answers))[:-1] if n_failed else b""
+    unres = b"".join(map(_UNRESOLVABLE, answers))[:-1] if n_unres else b""
+    body = b"".join((b'{"Nodes":null,"NodeNames":[', passed, b'],"FailedNodes":{', failed,
+                     b'},"FailedAndUnresolvableNodes":{', unres, b'},"Error":""}'))
+    inexact = sum(map(_INEXACT, answers)) if table.inexact else 0
+    unjudged = _unjudged(names, answers, codes) if table.unjudged else {}
+    return FilterOutcome(body, n - n_failed - n_unres, n_failed, n_unres, inexact, unjudged, table.take_errors())
+
+
+@dataclass(slots=True)
+class PrioritizeOutcome:
+    body: bytes
+    inexact: int
+    unjudged: dict[str, Unjudged]
+    errors: list[tuple[str, BaseException]]
+
+
+def answer_prioritize(names: Sequence[str], table: AnswerTable, siblings: Siblings | None) -> PrioritizeOutcome:
+    """The ``HostPriorityList`` bytes for a ``NodeNames`` request (``table.shape`` None: 0 everywhere)."""
+    answers = list(map(table.__getitem__, names))
+    if siblings is not None and table.shape is not None and table.decider.scorer.has_per_node:
+        tails = _sibling_tails(answers, table.decider, table.shape, siblings)
+        items = b",".join(map(bytes.__add__, map(_HOST, answers), tails))
+    else:
+        items = b"".join(map(_SCORED, answers))[:-1]
+    inexact = sum(map(_INEXACT, answers)) if table.inexact else 0
+    unjudged = _unjudged(names, answers, None) if table.unjudged else {}
+    return PrioritizeOutcome(b"[" + items + b"]", inexact, unjudged, table.take_errors())
+
+
+def _sibling_tails(answers: list[NodeAnswer], decider: Decider, shape: Shape, siblings: Siblings) -> list[bytes]:
+    """Per-node scores for a rank with placed siblings, memoised by (partial score, locality)."""
+    keys = list(map(_SIBLING_KEY, answers))
+    memo: dict[Any, int] = {}
+    tails: dict[SiblingKey | None, bytes] = {None: _TAIL[0]}  # None: a name the cache does not know
+    for k in set(keys):
+        if k is None:
+            continue
+        if k.partial is None or k.decision is None:
+            tails[k] = _TAIL[0]
+            continue
+        score = decider.node_score(k.decision, shape, k.local.locality, k.local.topology_class, siblings, memo)
+        tails[k] = _TAIL[max(0, min(MAX_EXTENDER_PRIORITY, score))]
+    return list(map(tails.__getitem__, keys))

@@ -1,0 +1,172 @@
+"""The prepared-fragment path (extender.answers) answers exactly what the reference path answers.
+
+The reference path is the service without the informer's answer tables: ``Decider.filter`` /
+``Decider.scores`` per node and the answer encoded by :mod:`extender.wire`. Both are run on the
+same cache, the same requests (random clusters of real corpus boards with random allocations,
+nodes that are not ours, damaged annotations, unknown names, job siblings), and must give the
+same bytes; duplicate names compare by meaning (Go keeps one key of an object). Then the cache
+changes (a node's allocation, a relist) and the answers follow.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from ext_support import PREFIX, corpus, filter_body, make_service, node_object, pod
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extender.answers import AnswerTables
+from extender.cache import ClusterCache
+from extender.service import Service
+from labeler.topology.links import LinkLevel
+
+ZONE = "topology.kubernetes.io/zone"
+BOARDS = ["dgx1", "bridge_pairs", "rtx4090", "gtx_pix", "h100_nv18", "vmware_pairs"]
+TOPOS = {b: corpus(b) for b in BOARDS}
+JOB = {"training.kubeflow.org/job-name": "llm", "training.kubeflow.org/replica-type": "worker"}
+
+
+class _Listed:
+    def __init__(self) -> None:
+        self.synced = threading.Event()
+        self.synced.set()
+        self.failing_since = None
+
+
+class _ReferenceView:
+    """The same cache seen without its answer tables: the service takes the reference path."""
+
+    def __init__(self, cache: ClusterCache) -> None:
+        self.cache = cache
+        self.synced = True
+
+    def facts(self, name: str) -> Any:
+        return self.cache.facts(name)
+
+    def siblings(self, workload: Any) -> Any:
+        return self.cache.siblings(workload)
+
+
+def _services(nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> tuple[Service, Service, ClusterCache]:
+    fast = make_service(locality_keys=[ZONE])
+    cache = ClusterCache(prefix=PREFIX, locality_keys=[ZONE], registry=fast.topologies, metrics=fast.metrics)
+    cache.replace_nodes(nodes)
+    cache.replace_pods(pods)
+    cache.reflectors = [_Listed()]  # type: ignore[list-item]
+    fast.view = cache
+    ref = make_service(locality_keys=[ZONE])
+    ref.view = _ReferenceView(cache)
+    ref.topologies = fast.topologies
+    assert isinstance(cache.answers, AnswerTables)
+    return fast, ref, cache
+
+
+@st.composite
+def clusters(draw: st.DrawFn) -> list[dict[str, Any]]:
+    n = draw(st.integers(1, 24))
+    nodes = []
+    for i in range(n):
+        kind = draw(st.sampled_from([*BOARDS, *BOARDS, "not_ours", "damaged"]))
+        zone = {ZONE: draw(st.sampled_from(["z0", "z1"]))}
+        if kind == "not_ours":
+            nodes.append(node_object(f"n{i}", None, extra_labels=zone))
+        elif kind == "damaged":
+            nodes.append(node_object(f"n{i}", TOPOS["dgx1"], extra_labels=zone,
+                                     annotations={PREFIX + "topology": "{not json"}))
+        else:
+            topo = TOPOS[kind]
+            free = draw(st.sets(st.sampled_from(sorted(topo.gpu_indices))))
+            nodes.append(node_object(f"n{i}", topo, free=free, extra_labels=zone))
+    return nodes
+
+
+def _pod(draw: Any) -> dict[str, Any]:
+    gpus = draw(st.sampled_from([0, 1, 2, 3, 4, 5, 8, 9]))
+    ann: dict[str, str] = {}
+    placement = draw(st.sampled_from([None, "required", "ignore"]))
+    if placement:
+        ann[PREFIX + "placement"] = placement
+    level = draw(st.sampled_from([None, *[lv.slug for lv in (LinkLevel.NVLINK, LinkLevel.PIX, LinkLevel.PXB,
+                                                               LinkLevel.NODE)]]))
+    if level:
+        ann[PREFIX + "max-level"] = level
+    job = draw(st.booleans())
+    return pod(gpus, annotations=ann, labels_={**JOB, "training.kubeflow.org/replica-index": "1"} if job else {},
+               name="rank-1", uid="uid-rank-1")
+
+
+def _same(a: bytes, b: bytes, names: list[str]) -> None:
+    if len(set(names)) == len(names):
+        assert a == b
+    else:  # duplicate names: same meaning for Go's decoder (one key per object)
+        assert json.loads(a) == json.loads(b)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(nodes=clusters(), data=st.data())
+def test_fast_path_answers_like_the_reference(nodes: list[dict[str, Any]], data: st.DataObject) -> None:
+    names = [n["metadata"]["name"] for n in nodes]
+    sib_node = data.draw(st.sampled_from(names))
+    sibling = pod(4, labels_={**JOB, "training.kubeflow.org/replica-index": "0"}, name="rank-0",
+                  uid="uid-rank-0", node_name=sib_node)
+    fast, ref, _ = _services(nodes, data.draw(st.sampled_from([[], [sibling]])))
+    for _ in range(3):
+        p = _pod(data.draw)
+        asked = data.draw(st.lists(st.sampled_from([*names, "unknown-1"]), max_size=30))
+        body = filter_body(p, names=asked)
+        for verb in ("filter", "prioritize"):
+            a, b = getattr(fast, verb)(body), getattr(ref, verb)(body)
+            assert a.status == b.status
+            _same(a.body, b.body, asked)
+            # asked again: the prepared answers give the same bytes
+            _same(getattr(fast, verb)(body).body, b.body, asked)
+
+
+def test_answers_follow_the_cache() -> None:
+    """A node's allocation changes, then a relist: the prepared answers are dropped for what changed only."""
+    dgx = TOPOS["dgx1"]
+    nodes = [node_object("a", dgx, free={0, 1, 2, 3}), node_object("b", dgx, free={0, 1, 6, 7})]
+    fast, ref, cache = _services(nodes, [])
+    req = pod(4, annotations={PREFIX + "placement": "required", PREFIX + "max-level": "nvlink"})
+    body = filter_body(req, names=["a", "b"])
+    assert json.loads(fast.filter(body).body)["NodeNames"] == ["a"]  # 0-3: an NVLink ring; 0,1,6,7: two pairs
+    cache.node_event("MODIFIED", node_object("b", dgx, free={4, 5, 6, 7}))
+    assert fast.filter(body).body == ref.filter(body).body
+    assert json.loads(fast.filter(body).body)["NodeNames"] == ["a", "b"]
+    kept = set(cache.answers.names())
+    cache.replace_nodes([node_object("a", dgx, free={0, 1, 2, 3}), node_object("b", dgx, free={0, 6})])
+    assert "a" in cache.answers.names() and "b" not in cache.answers.names() and kept == {"a", "b"}
+    out = json.loads(fast.filter(body).body)
+    assert out["NodeNames"] == ["a", "b"]  # b has 2 free GPUs: the count is NodeResourcesFit's call
+    assert fast.prioritize(body).body == ref.prioritize(body).body
+    cache.node_event("DELETED", node_object("a", dgx))
+    assert fast.filter(body).body == ref.filter(body).body
+
+
+def test_a_sibling_rank_scores_by_locality_in_few_steps() -> None:
+    """300 nodes in 3 zones, a placed rank in z1: nodes in z1 score above their twins elsewhere."""
+    h100 = TOPOS["h100_nv18"]
+    nodes = [node_object(f"g{i:03d}", h100, free=set(range(8)) if i % 2 else {0, 1, 2, 3},
+                         extra_labels={ZONE: f"z{i % 3}"}) for i in range(300)]
+    sibling = pod(4, labels_={**JOB, "training.kubeflow.org/replica-index": "0"}, name="rank-0",
+                  uid="uid-rank-0", node_name="g001")
+    fast, ref, _ = _services(nodes, [sibling])
+    rank = pod(4, labels_={**JOB, "training.kubeflow.org/replica-index": "1"}, name="rank-1", uid="uid-rank-1")
+    body = filter_body(rank, names=[n["metadata"]["name"] for n in nodes])
+    calls = 0
+    node_score = fast.decider.node_score
+
+    def counted(*a: Any, **k: Any) -> int:
+        nonlocal calls
+        calls += 1
+        return node_score(*a, **k)
+
+    fast.decider.node_score = counted  # type: ignore[method-assign]
+    got = {h["Host"]: h["Score"] for h in json.loads(fast.prioritize(body).body)}
+    # two kinds of free set × three zones: six distinct (partial, locality) keys, not 300 nodes
+    assert calls == 6
+    assert fast.prioritize(body).body == ref.prioritize(body).body
+    assert got["g007"] == got["g001"] and got["g001"] >= got["g003"]  # g007: z1 like g001, same free set
