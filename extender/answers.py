@@ -33,8 +33,11 @@ sentinel group. Answers are byte for byte those of the reference path
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -47,10 +50,13 @@ from policy.decision.evaluation import Verdict
 from policy.nodes.facts import NodeFacts
 from policy.nodes.state import NodeState
 from policy.siblings import Siblings
+from policy.workload import Kind
 
-__all__ = ["UNKNOWN", "AnswerTable", "AnswerTables", "FilterOutcome", "Group", "Local", "NodeAnswer", "NodeEntry",
-           "Piece", "PrioritizeOutcome", "Unjudged", "answer_filter", "answer_prioritize", "entry_for", "shape_id",
-           "unjudged_group"]
+__all__ = [
+    "UNKNOWN", "AnswerTable", "AnswerTables", "Cold", "FilterOutcome", "Group", "Local", "NodeAnswer", "NodeEntry",
+    "Piece", "PrioritizeOutcome", "Unjudged", "answer_filter", "answer_prioritize", "entry_for", "shape_id",
+    "unjudged_group", "warm_only",
+]
 
 PASS, FAILED, UNRESOLVABLE = 0, 1, 2
 #: pieces kept per group (one per pod shape met); past it the group's pieces are dropped and rebuilt
@@ -188,10 +194,12 @@ _HOST = attrgetter("host")
 _CODE = attrgetter("code")
 _PASSED = attrgetter("passed")
 _FAILED = attrgetter("failed")
+_REFUSED = attrgetter("refused")
 _UNRESOLVABLE = attrgetter("unresolvable")
 _SCORED = attrgetter("scored")
 _INEXACT = attrgetter("inexact")
 _SIBLING_KEY = attrgetter("sibling_key")
+_ELEMENTS = attrgetter("elements")
 
 #: the code of an answer for a node that is not judged (it passes): counted apart for metrics and logs
 UNJUDGED = 3
@@ -200,19 +208,24 @@ UNJUDGED = 3
 class NodeAnswer:
     """One node's answer fragments for one pod shape (``passed``/``refused``/``scored`` end with a comma)."""
 
-    __slots__ = ("code", "entry", "failed", "host", "inexact", "local", "partial", "passed", "piece", "scored",
-                 "sibling_key", "unresolvable")
+    __slots__ = ("code", "elements", "entry", "failed", "host", "inexact", "local", "one_comma", "partial", "passed",
+                 "piece", "refused", "scored", "sibling_key", "unresolvable")
 
     def __init__(self, entry: NodeEntry, name: bytes, host: bytes, piece: Piece,
-                 sibling_key: SiblingKey | None = None) -> None:
+                 sibling_key: SiblingKey | None = None, per_node: bool = False) -> None:
         self.sibling_key = sibling_key
+        #: with per-node scores (a rank with siblings): this node's prioritize element for each score 0..10
+        self.elements = tuple(host + t + b"," for t in _TAIL) if per_node else ()
         self.entry = entry
         self.piece = piece
         self.code = UNJUDGED if entry.group.reason is not None else piece.code
         self.passed = name + b"," if piece.code == PASS else b""
         refused = b"" if piece.code == PASS else name + b":" + piece.reason + b","
+        self.refused = bool(refused)
         self.failed = refused if piece.code == FAILED else b""
         self.unresolvable = refused if piece.code == UNRESOLVABLE else b""
+        #: each refused fragment holds exactly one comma (its last byte): a request counts them in its bytes
+        self.one_comma = refused.count(b",") <= 1
         self.host = host
         self.scored = host + piece.tail + b","
         self.inexact = piece.inexact
@@ -250,16 +263,23 @@ class AnswerTable(dict[str, NodeAnswer]):
         self._entry = entry  # the cache's current lookup (it changes at a relist)
         self.inexact = False
         self.unjudged = False
+        self.commas = True  # every refused fragment put here has one comma (see answer_filter)
+        self.refuses = False  # some answer put here refuses its node
+        #: a rank of a multi-node job: prioritize may score per node (siblings), so answers carry every element
+        self.per_node = shape is not None and shape.kind is Kind.DISTRIBUTED and decider.scorer.has_per_node
         self.errors: list[tuple[str, BaseException]] = []  # groups whose decision broke our code (drained per request)
         self.sibling_keys: dict[tuple[Any, Local], SiblingKey] = {}
 
     def __missing__(self, name: str) -> NodeAnswer:
+        if getattr(_warm_only, "active", False):
+            raise Cold(name)
         lookup = self._entry()
         e = lookup(name)
         if e is None:  # a name the cache does not know: answered, never kept (names are the request's)
             frag = _json(name)
             self.unjudged = True
-            return NodeAnswer(UNKNOWN, frag, b'{"Host":' + frag + b',"Score":', UNJUDGED_PIECE)
+            a = NodeAnswer(UNKNOWN, frag, b'{"Host":' + frag + b',"Score":', UNJUDGED_PIECE, None, self.per_node)
+            return a
         errors = len(self.errors)
         piece = self._piece(e.group)
         sk = self.sibling_keys.get((piece.partial, e.local))
@@ -268,9 +288,11 @@ class AnswerTable(dict[str, NodeAnswer]):
                 self.sibling_keys.clear()  # old keys stay valid where answers hold them; new ones start afresh
             sk = SiblingKey(piece.partial, e.local, piece.decision)
             sk = self.sibling_keys.setdefault((piece.partial, e.local), sk)
-        a = NodeAnswer(e, e.name, e.host, piece, sk)
+        a = NodeAnswer(e, e.name, e.host, piece, sk, self.per_node)
         self.inexact |= a.inexact
         self.unjudged |= a.code == UNJUDGED
+        self.commas &= a.one_comma
+        self.refuses |= a.refused
         if len(self.errors) > errors:  # its group broke our code: answered (fail open), retried next time
             return a
         self[name] = a
@@ -300,11 +322,35 @@ class AnswerTable(dict[str, NodeAnswer]):
         return errors
 
 
+class Cold(Exception):
+    """A request met a name whose answer is not prepared yet, while only prepared answers were allowed."""
+
+
+_warm_only = threading.local()
+
+
+@contextlib.contextmanager
+def warm_only() -> Iterator[None]:
+    """In this thread, for this block: a name whose answer is not prepared raises :class:`Cold` instead of deciding.
+
+    Why: the HTTP layer answers a request on the event loop when every answer is prepared
+    (C-level passes, bounded by the cluster's size) and hands it to a worker thread otherwise;
+    the hop costs ~0.1 ms a request (docs/performance.md).
+    """
+    _warm_only.active = True
+    try:
+        yield
+    finally:
+        _warm_only.active = False
+
+
 class AnswerTables:
     """The answer tables of one cache, per pod shape (at most ``max_tables``, the oldest dropped first)."""
 
-    def __init__(self, entry: Callable[[], Callable[..., NodeEntry | None]], max_tables: int = 32) -> None:
+    def __init__(self, entry: Callable[[], Callable[..., NodeEntry | None]], size: Callable[[], int] = lambda: 0,
+                 max_tables: int = 32) -> None:
         self._entry = entry
+        self._size = size
         self._tables: dict[int, AnswerTable] = {}
         self.max_tables = max_tables
 
@@ -327,6 +373,11 @@ class AnswerTables:
 
     def __len__(self) -> int:
         return sum(len(t) for t in list(self._tables.values()))
+
+    @property
+    def nodes(self) -> int:
+        """How many nodes the cache holds (a request naming more than that is not answered inline)."""
+        return self._size()
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,13 +423,18 @@ def answer_filter(names: Sequence[str], table: AnswerTable) -> FilterOutcome:
     """
     n = len(names)
     answers = list(map(table.__getitem__, names))
-    codes = list(map(_CODE, answers))
-    n_failed, n_unres = codes.count(FAILED), codes.count(UNRESOLVABLE)
-    passed = b"".join(map(_PASSED, answers))[:-1]
-    failed = b"".join(map(_FAILED, answers))[:-1] if n_failed else b""
-    unres = b"".join(map(_UNRESOLVABLE, answers))[:-1] if n_unres else b""
-    body = b"".join((b'{"Nodes":null,"NodeNames":[', passed, b'],"FailedNodes":{', failed,
-                     b'},"FailedAndUnresolvableNodes":{', unres, b'},"Error":""}'))
+    refused = list(compress(answers, map(_REFUSED, answers))) if table.refuses else []
+    failed = b"".join(map(_FAILED, refused))
+    unres = b"".join(map(_UNRESOLVABLE, refused))
+    codes: list[int] | None = None
+    if table.commas:  # one comma per fragment: count them in the bytes (memchr speed) instead of a pass per node
+        n_failed, n_unres = failed.count(b","), unres.count(b",")
+    else:
+        codes = list(map(_CODE, answers))
+        n_failed, n_unres = codes.count(FAILED), codes.count(UNRESOLVABLE)
+    passed = b"".join(map(_PASSED, answers))
+    body = b"".join((b'{"Nodes":null,"NodeNames":[', passed[:-1], b'],"FailedNodes":{', failed[:-1],
+                     b'},"FailedAndUnresolvableNodes":{', unres[:-1], b'},"Error":""}'))
     inexact = sum(map(_INEXACT, answers)) if table.inexact else 0
     unjudged = _unjudged(names, answers, codes) if table.unjudged else {}
     return FilterOutcome(body, n - n_failed - n_unres, n_failed, n_unres, inexact, unjudged, table.take_errors())
@@ -395,9 +451,15 @@ class PrioritizeOutcome:
 def answer_prioritize(names: Sequence[str], table: AnswerTable, siblings: Siblings | None) -> PrioritizeOutcome:
     """The ``HostPriorityList`` bytes for a ``NodeNames`` request (``table.shape`` None: 0 everywhere)."""
     answers = list(map(table.__getitem__, names))
-    if siblings is not None and table.shape is not None and table.decider.scorer.has_per_node:
-        tails = _sibling_tails(answers, table.decider, table.shape, siblings)
-        items = b",".join(map(bytes.__add__, map(_HOST, answers), tails))
+    if siblings is not None and table.per_node and table.shape is not None:
+        score_of = _sibling_scores(answers, table, siblings)
+        try:
+            scores: Any = map(score_of.__getitem__, map(_SIBLING_KEY, answers))
+            items = b"".join(map(tuple.__getitem__, map(_ELEMENTS, answers), scores))[:-1]
+        except KeyError:  # the table's keys were renewed meanwhile (another request, its size bound)
+            _score_keys(set(map(_SIBLING_KEY, answers)) - score_of.keys(), table, siblings, score_of, {})
+            scores = map(score_of.__getitem__, map(_SIBLING_KEY, answers))
+            items = b"".join(map(tuple.__getitem__, map(_ELEMENTS, answers), scores))[:-1]
     else:
         items = b"".join(map(_SCORED, answers))[:-1]
     inexact = sum(map(_INEXACT, answers)) if table.inexact else 0
@@ -405,17 +467,26 @@ def answer_prioritize(names: Sequence[str], table: AnswerTable, siblings: Siblin
     return PrioritizeOutcome(b"[" + items + b"]", inexact, unjudged, table.take_errors())
 
 
-def _sibling_tails(answers: list[NodeAnswer], decider: Decider, shape: Shape, siblings: Siblings) -> list[bytes]:
-    """Per-node scores for a rank with placed siblings, memoised by (partial score, locality)."""
-    keys = list(map(_SIBLING_KEY, answers))
-    memo: dict[Any, int] = {}
-    tails: dict[SiblingKey | None, bytes] = {None: _TAIL[0]}  # None: a name the cache does not know
-    for k in set(keys):
+def _sibling_scores(answers: list[NodeAnswer], table: AnswerTable, siblings: Siblings
+                    ) -> dict[SiblingKey | None, int]:
+    """Scores by sibling key for a rank with placed siblings (memoised by partial score and locality)."""
+    # the table's keys when they are few (a real cluster: partial scores × zones/racks), else this request's
+    known = list(table.sibling_keys.values())
+    score_of: dict[SiblingKey | None, int] = {None: 0}  # None: a name the cache does not know
+    keys: Any = known if len(known) * 4 < len(answers) else set(map(_SIBLING_KEY, answers))
+    _score_keys(keys, table, siblings, score_of, {})
+    return score_of
+
+
+def _score_keys(keys: Any, table: AnswerTable, siblings: Siblings, score_of: dict[SiblingKey | None, int],
+                memo: dict[Any, int]) -> None:
+    decider, shape = table.decider, table.shape
+    assert shape is not None
+    for k in keys:
         if k is None:
             continue
         if k.partial is None or k.decision is None:
-            tails[k] = _TAIL[0]
+            score_of[k] = 0
             continue
         score = decider.node_score(k.decision, shape, k.local.locality, k.local.topology_class, siblings, memo)
-        tails[k] = _TAIL[max(0, min(MAX_EXTENDER_PRIORITY, score))]
-    return list(map(tails.__getitem__, keys))
+        score_of[k] = max(0, min(MAX_EXTENDER_PRIORITY, score))

@@ -17,7 +17,9 @@ A narrow surface (``docs/reliability.md``):
   ``body_timeout`` seconds is answered **408**. Both close the connection;
 - **off the event loop**: decoding and deciding run in ``worker_threads``
   threads, so a large or cold request never holds the loop that answers
-  ``/healthz`` and reads other requests;
+  ``/healthz`` and reads other requests. A warm one (a body under 1 MiB whose every
+  node has its answer prepared, :meth:`Service.answer_now`) is answered on the loop:
+  C-level passes bounded by the cluster's size, cheaper than the thread hop;
 - no answer ever contains a stack trace: unexpected exceptions become a
   generic message (filter: HTTP 200 + ``Error``; prioritize: 500) and are
   logged here. (The service already isolates failures per node.)
@@ -123,7 +125,9 @@ def create_app(
             msg = f"request body not received within {body_timeout:.0f}s"
             return JSONResponse({"error": msg}, status_code=408, headers={"Connection": "close"})
         try:
-            answer = await anyio.to_thread.run_sync(handler, body, limiter=workers)
+            answer = service.answer_now(verb, body)  # a warm request: prepared answers only, no thread hop
+            if answer is None:
+                answer = await anyio.to_thread.run_sync(handler, body, limiter=workers)
         except Exception:  # the scheduler must never see a traceback
             log.exception("%s: internal error", verb)
             metrics.requests.labels(verb, "error").inc()

@@ -133,7 +133,7 @@ class ClusterCache:
         self._groups: weakref.WeakValueDictionary[tuple[int, int], Group] = weakref.WeakValueDictionary()
         self._locals: weakref.WeakValueDictionary[tuple[Any, ...], Local] = weakref.WeakValueDictionary()
         #: per pod shape, every node's finished answer fragments; a node's are dropped when it changes
-        self.answers = AnswerTables(lambda: self.entry)
+        self.answers = AnswerTables(lambda: self.entry, lambda: len(self._entries))
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -110,9 +110,13 @@ class Explanation:
 class Decider:
     """Filter verdicts and scores for pods, decided once per group and cached (thread-safe)."""
 
+    #: per-node scores kept across requests (see :meth:`node_score`); cleared whole when full
+    MAX_NODE_SCORES = 1 << 16
+
     def __init__(self, scorer: Scorer, *, cache: DecisionCache | None = None) -> None:
         self.scorer = scorer
         self.cache = cache if cache is not None else DecisionCache()
+        self._node_scores: dict[Any, int] = {}
 
     # -- one group ----------------------------------------------------------------------
     def context(self, f: NodeFacts) -> TopoContext:
@@ -235,19 +239,24 @@ class Decider:
         """The score of a node of ``d``'s group with this locality, for a rank whose job has ``siblings``.
 
         Per-node strategies read the node's locality, class and the siblings, never the
-        evaluation (:mod:`policy.scoring.base`), so the score depends on ``d.partial`` and
-        ``(locality, topology_class)`` only: ``memo`` (one per request, the same
-        ``shape`` and ``siblings``) keeps it per ``(partial, locality, class)``, a few dozen
-        entries for thousands of nodes. 0 when fewer than k GPUs are free (``d.partial`` None).
+        evaluation (:mod:`policy.scoring.base`), so the score depends on ``shape``, ``d.partial``,
+        ``(locality, topology_class)`` and ``siblings`` only: kept per that key, across requests
+        (the next rank of the same job usually sees the same siblings' summary), a few dozen
+        entries for thousands of nodes. ``memo``: an extra per-request memo (kept for callers that
+        pass one). 0 when fewer than k GPUs are free (``d.partial`` None).
         """
         partial = d.partial
         if partial is None:
             return 0
-        key = (partial, locality, topology_class)
-        if memo is not None and (hit := memo.get(key)) is not None:
+        key = (shape.key, partial, locality, topology_class, siblings)
+        hit = self._node_scores.get(key)
+        if hit is not None:
             return hit
         inp = ScoreInput(shape.kind, shape.gpus, d.evaluation, locality, topology_class, siblings)
         s = self.scorer.finish(partial, inp)
+        if len(self._node_scores) >= self.MAX_NODE_SCORES:
+            self._node_scores.clear()
+        self._node_scores[key] = s
         if memo is not None:
             memo[key] = s
         return s

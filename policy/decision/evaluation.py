@@ -34,20 +34,21 @@ def refusal(k: int, required: LinkLevel, unresolvable: bool) -> str:
 
     Why so little: kube-scheduler turns ``FailedNodes`` into the pod's ``FailedScheduling``
     event by counting nodes per *identical* reason string ("0/5000 nodes are available: 1964
-    gputopo: hardware has no 4 GPUs joined through a bonded set of NVLinks, 286 gputopo: no 4
-    free GPUs joined through a bonded set of NVLinks, 2750 Insufficient nvidia.com/gpu.") and cuts the event at 1,024 bytes; a reason
-    per free set would list dozens of variants and push the rest out. And the reason is
-    repeated for every refused node in the answer kube-scheduler decodes on its serial path.
-    The per-node detail (the free islands) is :attr:`Verdict.detail`, for explanations and logs.
+    hardware has no 4 GPUs joined through a bonded set of NVLinks, 2750 Insufficient
+    nvidia.com/gpu, 286 no 4 free GPUs joined through a bonded set of NVLinks.") and cuts the
+    event at 1,024 bytes; a reason per free set would list dozens of variants and push the rest out. And the reason is repeated for every
+    refused node in the answer kube-scheduler decodes on its serial path. "free" tells the
+    two apart: not now (preemption may help) or not on this hardware (unresolvable). The
+    per-node detail (the free islands) is :attr:`Verdict.detail`, for explanations and logs.
 
     >>> refusal(4, LinkLevel.NVLINK, False)
-    'gputopo: no 4 free GPUs joined through a bonded set of NVLinks'
+    'no 4 free GPUs joined through a bonded set of NVLinks'
     >>> refusal(8, LinkLevel.PXB, True)
-    'gputopo: hardware has no 8 GPUs joined through multiple PCIe bridges, without the PCIe host bridge'
+    'hardware has no 8 GPUs joined through multiple PCIe bridges, without the PCIe host bridge'
     """
     if unresolvable:
-        return f"gputopo: hardware has no {k} GPUs {level_words(required)}"
-    return f"gputopo: no {k} free GPUs {level_words(required)}"
+        return f"hardware has no {k} GPUs {level_words(required)}"
+    return f"no {k} free GPUs {level_words(required)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,15 +139,15 @@ def test_filter_required_level_reasons_and_unresolvable() -> None:
     p = pod(4, annotations={PREFIX + "placement": "required", PREFIX + "max-level": "pix"})
     out = run_filter(p, nodes)
     assert out["passed"] == ["whole", "unlabelled"]
-    assert out["FailedNodes"] == {"split": "gputopo: no 4 free GPUs joined through at most a single PCIe bridge"}
+    assert out["FailedNodes"] == {"split": "no 4 free GPUs joined through at most a single PCIe bridge"}
     assert out["FailedAndUnresolvableNodes"] == {}
     # 5 GPUs within PXB is impossible on this board even when empty → unresolvable
     p5 = pod(5, annotations={PREFIX + "placement": "required", PREFIX + "max-level": "pxb"})
     out = run_filter(p5, nodes)
     assert out["passed"] == ["unlabelled"]
     assert out["FailedNodes"] == {}
-    assert out["FailedAndUnresolvableNodes"] == {"split": "gputopo: hardware has no 5 GPUs joined through multiple PCIe bridges, without the PCIe host bridge",
-                                                 "whole": "gputopo: hardware has no 5 GPUs joined through multiple PCIe bridges, without the PCIe host bridge"}
+    no5 = "hardware has no 5 GPUs joined through multiple PCIe bridges, without the PCIe host bridge"
+    assert out["FailedAndUnresolvableNodes"] == {"split": no5, "whole": no5}
 
 
 def test_filter_required_without_level_means_the_nodes_own_best() -> None:
@@ -156,7 +156,7 @@ def test_filter_required_without_level_means_the_nodes_own_best() -> None:
     nodes = [node_object("ring", dgx, free={0, 1, 4, 5}), node_object("broken", dgx, free={0, 1, 6, 7})]
     out = run_filter(pod(4, annotations={PREFIX + "placement": "required"}), nodes)
     assert out["passed"] == ["ring"]
-    assert out["FailedNodes"] == {"broken": "gputopo: no 4 free GPUs joined through a bonded set of NVLinks"}
+    assert out["FailedNodes"] == {"broken": "no 4 free GPUs joined through a bonded set of NVLinks"}
 
 
 def test_filter_preferred_and_count_shortfall_pass() -> None:

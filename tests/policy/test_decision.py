@@ -101,7 +101,7 @@ def test_required_verdicts_name_the_free_islands(cluster: Cluster) -> None:
     assert list(result.passed) == [1, 2]  # the unknown node (None) passes: fail open
     # the reason is the same for every node refused this way (kube-scheduler counts nodes per reason);
     # the detail says why this one: its free GPUs behind each PCIe bridge
-    assert result.failed == {"split": "gputopo: no 4 free GPUs joined through at most a single PCIe bridge"}
+    assert result.failed == {"split": "no 4 free GPUs joined through at most a single PCIe bridge"}
     v = dec.decide(split, Shape.of(w)).verdict
     assert v.fails and not v.unresolvable and v.required is LinkLevel.PIX
     assert v.detail == "the free GPUs joined through at most a single PCIe bridge form groups of 3+3"
@@ -109,8 +109,8 @@ def test_required_verdicts_name_the_free_islands(cluster: Cluster) -> None:
     w5 = workload(5, intent=Intent.REQUIRED, max_level=LinkLevel.PXB)
     r5 = dec.filter(w5, [split, whole])
     assert list(r5.passed) == [] and r5.unresolvable == {
-        "split": "gputopo: hardware has no 5 GPUs joined through multiple PCIe bridges, without the PCIe host bridge",
-        "whole": "gputopo: hardware has no 5 GPUs joined through multiple PCIe bridges, without the PCIe host bridge"}
+        "split": "hardware has no 5 GPUs joined through multiple PCIe bridges, without the PCIe host bridge",
+        "whole": "hardware has no 5 GPUs joined through multiple PCIe bridges, without the PCIe host bridge"}
     assert dec.decide(whole, Shape.of(w5)).verdict.detail == (
         "the free GPUs joined through multiple PCIe bridges, without the PCIe host bridge form groups of 4+3; "
         "even with every GPU free, its best 5-GPU set is joined through a PCIe host bridge (typically the CPU) (phb)")
@@ -122,9 +122,10 @@ def test_a_board_without_nvlink_is_refused_in_words(cluster: Cluster) -> None:
     w = workload(2, intent=Intent.REQUIRED, max_level=LinkLevel.NVLINK)
     v = decider().decide(rtx, Shape.of(w)).verdict
     assert v.fails and v.unresolvable
-    assert v.reason == "gputopo: hardware has no 2 GPUs joined through a bonded set of NVLinks"
+    assert v.reason == "hardware has no 2 GPUs joined through a bonded set of NVLinks"
     assert v.detail == ("no two free GPUs are joined through a bonded set of NVLinks; "
-                        "even with every GPU free, its best 2-GPU set is joined through the SMP interconnect between NUMA nodes (e.g. QPI/UPI) (sys)")
+                        "even with every GPU free, its best 2-GPU set is joined through the SMP interconnect "
+                        "between NUMA nodes (e.g. QPI/UPI) (sys)")
 
 
 def test_required_without_a_level_means_the_wirings_own_best(cluster: Cluster) -> None:
@@ -132,7 +133,7 @@ def test_required_without_a_level_means_the_wirings_own_best(cluster: Cluster) -
     nodes = [cluster.node("ring", dgx, {0, 1, 4, 5}), cluster.node("broken", dgx, {0, 1, 6, 7})]
     result = decider().filter(workload(4, intent=Intent.REQUIRED), nodes)
     assert list(result.passed) == [0]
-    assert result.failed == {"broken": "gputopo: no 4 free GPUs joined through a bonded set of NVLinks"}
+    assert result.failed == {"broken": "no 4 free GPUs joined through a bonded set of NVLinks"}
 
 
 def test_shape_keeps_only_what_decides() -> None:
