@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="filter/prioritize requests handled at once; more get 429 (default 4 stateless, 64 cached)")
     p.add_argument("--max-connections", type=int, help="open connections; requests beyond get 503 (default 4096)")
     p.add_argument("--worker-threads", type=int, help="threads that run filter/prioritize off the event loop (2)")
+    p.add_argument("--http", choices=["httptools", "h11"],
+                   help="HTTP/1.1 parser: httptools (C, default) or h11 (pure Python); docs/performance.md")
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], help="event loop: uvloop (default) or asyncio")
     p.add_argument("--header-timeout-seconds", type=float,
                    help="close a connection whose request head is not complete in this time (default 10)")
     p.add_argument("--body-timeout-seconds", type=float, help="answer 408 to a body not received in time (30)")
@@ -165,6 +168,8 @@ def main(argv: list[str]) -> int:
             max_concurrent_requests=args.max_concurrent_requests,
             max_connections=args.max_connections,
             worker_threads=args.worker_threads,
+            http=args.http,
+            loop=args.loop,
             header_timeout_seconds=args.header_timeout_seconds,
             body_timeout_seconds=args.body_timeout_seconds,
             idle_timeout_seconds=args.idle_timeout_seconds,

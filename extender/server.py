@@ -29,6 +29,11 @@ from typing import Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+try:  # optional: httptools (llhttp, C); the extender falls back to h11 where it is not installed
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools is a dependency, but keep h11 working without it
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
 from extender.settings import ExtenderSettings
 
 __all__ = ["GuardedH11Protocol", "guarded_protocol", "listen_socket", "settle_heap", "uvicorn_config"]
@@ -101,10 +106,100 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
 
-def guarded_protocol(header_timeout: float,
-                     on_timeout: Callable[[str], None] | None = None) -> type[GuardedH11Protocol]:
-    """A :class:`GuardedH11Protocol` subclass with these settings (uvicorn instantiates the class)."""
+#: the largest request head (line + headers) accepted: h11's own default, applied to httptools too
+MAX_HEAD_BYTES = 16 * 1024
+
+
+class HeadTooLarge(Exception):
+    """A request head over :data:`MAX_HEAD_BYTES` (httptools answers it 400 and closes the connection)."""
+
+
+if HttpToolsProtocol is not None:
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with the head deadline of :class:`GuardedH11Protocol` and h11's head limit.
+
+        llhttp itself bounds neither; uvicorn collects every header it is given. A head still
+        incomplete ``header_timeout`` seconds after the connection opened or the request began
+        closes the connection; a head over :data:`MAX_HEAD_BYTES` is answered 400 (an exception
+        in a parser callback is the parser's error) and the connection closed, as h11 does.
+        """
+
+        header_timeout: ClassVar[float] = 10.0
+        on_timeout: ClassVar[Callable[[str], None] | None] = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._head_timer: asyncio.TimerHandle | None = None
+            self._head_bytes = 0  # parsed head bytes (URL and headers) of the current request
+            self._head_raw = 0  # raw bytes received while the head is incomplete
+
+        def _arm_head(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
+
+        def _disarm_head(self) -> None:
+            self._head_raw = 0
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing():
+                log.info("closing a connection from %s: no complete request head in %.0fs", self.client,
+                         self.header_timeout)
+                hook = type(self).on_timeout
+                if hook is not None:
+                    hook("header")
+                self.transport.close()
+
+        def _count(self, n: int) -> None:
+            self._head_bytes += n
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise HeadTooLarge(f"request head over {MAX_HEAD_BYTES} bytes")
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_head()
+
+        def data_received(self, data: bytes) -> None:
+            if self.cycle is None or self.cycle.response_complete:
+                self._arm_head()  # bytes of a new request (or of a first one): its head must complete in time
+            super().data_received(data)
+            if self._head_timer is not None and not self.transport.is_closing():
+                # the head is still incomplete: llhttp holds a header value until it ends, so count raw bytes
+                self._head_raw += len(data)
+                if self._head_raw > MAX_HEAD_BYTES:
+                    self.send_400_response("Request head too large.")
+
+        def on_message_begin(self) -> None:
+            self._head_bytes = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._disarm_head()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_head()
+            super().connection_lost(exc)
+
+
+def guarded_protocol(header_timeout: float, on_timeout: Callable[[str], None] | None = None,
+                     http: str = "h11") -> type[Any]:
+    """The guarded protocol class for ``http`` ("h11" or "httptools") with these settings (uvicorn instantiates it)."""
     attrs = {"header_timeout": header_timeout, "on_timeout": staticmethod(on_timeout) if on_timeout else None}
+    if http == "httptools" and HttpToolsProtocol is not None:
+        return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), attrs)
     return type("GuardedH11Protocol", (GuardedH11Protocol,), attrs)
 
 
@@ -132,7 +227,8 @@ def uvicorn_config(app: Any, settings: ExtenderSettings, *,
             tls |= {"ssl_ca_certs": settings.tls_client_ca_file, "ssl_cert_reqs": ssl.CERT_REQUIRED}
     return uvicorn.Config(
         app,
-        http=guarded_protocol(settings.header_timeout_seconds, on_timeout),
+        http=guarded_protocol(settings.header_timeout_seconds, on_timeout, settings.http),
+        loop=settings.loop,
         log_level=settings.log_level,
         access_log=False,
         lifespan="off",

@@ -48,6 +48,10 @@ class ExtenderSettings(BaseSettings):
     max_connections: int = Field(4096, ge=1)
     #: worker threads that run filter/prioritize off the event loop
     worker_threads: int = Field(2, ge=1, le=64)
+    #: HTTP/1.1 parser: httptools (llhttp, C) or h11 (pure Python); both guarded (extender/server.py)
+    http: Literal["h11", "httptools"] = "httptools"
+    #: event loop: uvloop (libuv) or asyncio's own
+    loop: Literal["asyncio", "uvloop"] = "uvloop"
     #: a request head (line + headers) must arrive within this; also closes silent new connections
     header_timeout_seconds: float = Field(10.0, gt=0)
     #: a request body must arrive within this (answered 408 otherwise)
