@@ -1,5 +1,10 @@
 """HTTP layer: ``POST /filter``, ``POST /prioritize``, ``/healthz``, ``/readyz``, ``/metrics``.
 
+The last three are also served by a second, plain-HTTP app (``app.state.health_app``) that
+``gputopo extender`` listens with on ``--metrics-port``: Prometheus and the kubelet's probes
+reach them there without reaching the scheduling port, and without its mutual TLS
+(docs/security.md, "NetworkPolicy", "TLS").
+
 Why raw bodies instead of FastAPI body models: FastAPI answers a body it cannot
 validate with **422**, which kube-scheduler treats as a failed extender for
 every pod (protocol README §7.7). The handlers read the bytes themselves
@@ -40,6 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from extender.metrics import Metrics
 from extender.server import listen_socket
 from extender.service import Answer, Service
 from extender.wire import encode_filter_result
@@ -73,6 +79,28 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
                 raise _TooLarge
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _health_routes(app: FastAPI, metrics: Metrics, ready: Callable[[], bool] | None,
+                   unsynced_seconds: Callable[[], float] | None) -> None:
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ok = ready is None or ready()
+        metrics.synced.set(1 if ok else 0)
+        return Response("ok\n" if ok else "informers not synced, or failing for too long\n",
+                        status_code=200 if ok else 503, media_type="text/plain")
+
+    @app.get("/metrics")
+    async def metrics_() -> Response:
+        if ready is not None:
+            metrics.synced.set(1 if ready() else 0)
+        if unsynced_seconds is not None:
+            metrics.cache_age.set(unsynced_seconds())
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(
@@ -147,23 +175,11 @@ def create_app(
     async def prioritize(request: Request) -> Response:
         return await run("prioritize", request, service.prioritize)
 
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return Response("ok\n", media_type="text/plain")
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        ok = ready is None or ready()
-        metrics.synced.set(1 if ok else 0)
-        return Response("ok\n" if ok else "informers not synced, or failing for too long\n",
-                        status_code=200 if ok else 503, media_type="text/plain")
-
-    @app.get("/metrics")
-    async def metrics_() -> Response:
-        if ready is not None:
-            metrics.synced.set(1 if ready() else 0)
-        if unsynced_seconds is not None:
-            metrics.cache_age.set(unsynced_seconds())
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    health = FastAPI(title="gputopo scheduler extender: health and metrics", docs_url=None, redoc_url=None,
+                     openapi_url=None)
+    for target in (app, health):
+        _health_routes(target, metrics, ready, unsynced_seconds)
+    #: served on its own plain-HTTP port (--metrics-port): probes and Prometheus without the scheduling port
+    app.state.health_app = health
 
     return app

@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", help="listen address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="listen port (default 8888; 0 picks a free port)")
+    p.add_argument("--metrics-port", type=int,
+                   help="plain-HTTP port of /metrics, /healthz, /readyz (default 8889; 0 picks a free port; "
+                   "-1: none, served on --port only)")
     p.add_argument("--mode", choices=["stateless", "cached"],
                    help="stateless: nodeCacheCapable=false, read Node objects from requests; "
                    "cached: nodeCacheCapable=true, list+watch Nodes, Pods and allocation ConfigMaps (default)")
@@ -159,6 +162,7 @@ def main(argv: list[str]) -> int:
         settings = load(
             host=args.host,
             port=args.port,
+            metrics_port=args.metrics_port,
             mode=args.mode,
             prefix=args.prefix,
             strategies=_flatten(args.strategies),
@@ -203,18 +207,18 @@ def main(argv: list[str]) -> int:
     except Exception as err:  # kubeconfig/in-cluster config problems are start-up errors, not crashes
         print(f"gputopo extender: cannot start: {err}", file=sys.stderr)
         return 1
-    import uvicorn
-
-    from extender.server import listen_socket, settle_heap, uvicorn_config
+    from extender.server import listen_socket, serve, settle_heap
 
     try:
         settle_heap()
         sock = listen_socket(settings.host, settings.port)
-        log.info("gputopo extender (%s mode) listening on %s:%d (%s)", settings.mode, *sock.getsockname()[:2],
+        metrics_sock = None if settings.metrics_port < 0 else listen_socket(settings.host, settings.metrics_port)
+        log.info("gputopo extender (%s mode) listening on %s:%d (%s)%s", settings.mode, *sock.getsockname()[:2],
                  "https, client certificates required" if settings.tls_client_ca_file else
-                 "https" if settings.tls else "http")
-        server = uvicorn.Server(uvicorn_config(app, settings))
-        server.run(sockets=[sock])
+                 "https" if settings.tls else "http",
+                 "" if metrics_sock is None else
+                 f"; /metrics, /healthz, /readyz on {metrics_sock.getsockname()[1]} (http)")
+        serve(app, sock, settings, metrics_sock)
     finally:
         if cache is not None:
             cache.stop()

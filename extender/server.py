@@ -19,11 +19,12 @@ Certificates are read at start-up; a rotated certificate needs a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import uvicorn
@@ -36,7 +37,8 @@ except ImportError:  # pragma: no cover - httptools is a dependency, but keep h1
 
 from extender.settings import ExtenderSettings
 
-__all__ = ["GuardedH11Protocol", "guarded_protocol", "listen_socket", "settle_heap", "uvicorn_config"]
+__all__ = ["GuardedH11Protocol", "guarded_protocol", "listen_socket", "metrics_config", "serve", "settle_heap",
+           "uvicorn_config"]
 
 log = logging.getLogger("gputopo.extender")
 
@@ -236,3 +238,45 @@ def uvicorn_config(app: Any, settings: ExtenderSettings, *,
         timeout_keep_alive=int(settings.idle_timeout_seconds),
         **tls,
     )
+
+
+def metrics_config(app: Any, settings: ExtenderSettings) -> uvicorn.Config:
+    """The plain-HTTP server of ``/metrics``, ``/healthz``, ``/readyz`` (``--metrics-port``): no TLS, 64 connections."""
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(settings.header_timeout_seconds, None, settings.http),
+        loop=settings.loop,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="off",
+        limit_concurrency=64,  # probes and a few scrapers
+        timeout_keep_alive=int(settings.idle_timeout_seconds),
+    )
+
+
+class _SideServer(uvicorn.Server):
+    """A second server in the same event loop: it installs no signal handlers (the main server's stop stops it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def serve(app: Any, sock: socket.socket, settings: ExtenderSettings, metrics_sock: socket.socket | None) -> None:
+    """Run the scheduling server on ``sock`` and, when given, the health/metrics app on ``metrics_sock`` (one loop)."""
+    main = uvicorn.Server(uvicorn_config(app, settings))
+    if metrics_sock is None:
+        main.run(sockets=[sock])
+        return
+    side = _SideServer(metrics_config(app.state.health_app, settings))
+
+    async def both() -> None:
+        task = asyncio.create_task(side.serve(sockets=[metrics_sock]))
+        try:
+            await main.serve(sockets=[sock])
+        finally:
+            side.should_exit = True
+            await task
+
+    with asyncio.Runner(loop_factory=main.config.get_loop_factory()) as runner:
+        runner.run(both())

@@ -35,6 +35,8 @@ class ExtenderSettings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = Field(8888, ge=0, le=65535)
+    #: plain-HTTP port of /metrics, /healthz and /readyz (0: pick a free one; -1: none, they stay on --port only)
+    metrics_port: int = Field(8889, ge=-1, le=65535)
     mode: Literal["stateless", "cached"] = "cached"
     prefix: str = labels.DEFAULT_PREFIX
     strategies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_STRATEGIES))
@@ -108,6 +110,12 @@ class ExtenderSettings(BaseSettings):
         if bad:
             raise ValueError(f"not valid label keys: {bad}")
         return v
+
+    @model_validator(mode="after")
+    def _ports(self) -> ExtenderSettings:
+        if self.metrics_port > 0 and self.metrics_port == self.port:
+            raise ValueError("metrics_port must differ from port (or be -1: no separate port)")
+        return self
 
     @model_validator(mode="after")
     def _tls(self) -> ExtenderSettings:

@@ -247,3 +247,53 @@ def test_limits_default_per_mode() -> None:
     assert (cached.body_limit, stateless.body_limit) == (8 << 20, 64 << 20)
     assert (cached.concurrency_limit, stateless.concurrency_limit) == (64, 4)
     assert load(mode="cached", max_body_bytes=4096).body_limit == 4096
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_probes_and_metrics_answer_in_plain_http_on_their_own_port_under_mutual_tls(pki: dict[str, str]) -> None:
+    """`gputopo extender` as a process: the scheduling port wants a client certificate, the metrics port plain HTTP.
+
+    What the TLS overlay relies on: the kubelet's probes and Prometheus present no client
+    certificate, so they go to --metrics-port; /filter is not served there.
+    """
+    import subprocess
+    import sys
+
+    port, mport = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gputopo", "extender", "--mode=stateless", "--host=127.0.0.1", f"--port={port}",
+         f"--metrics-port={mport}", f"--tls-cert-file={pki['server_cert']}", f"--tls-key-file={pki['server_key']}",
+         f"--tls-client-ca-file={pki['ca']}", "--log-level=warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", mport, timeout=5)
+                conn.request("GET", "/healthz")
+                assert conn.getresponse().read() == b"ok\n"
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "extender did not start"
+                time.sleep(0.1)
+        for path, status in (("/readyz", 200), ("/metrics", 200)):
+            conn.request("GET", path)
+            r = conn.getresponse()
+            body = r.read()
+            assert r.status == status
+        assert b"gputopo_extender_requests_total" in body and b"gputopo_extender_inexact_placements_total" in body
+        conn.request("POST", "/filter", body=WIRE)
+        assert conn.getresponse().status == 404  # scheduling verbs only on the scheduling port
+        conn.close()
+        with pytest.raises(ssl.SSLError):
+            _post(("127.0.0.1", port), _client(pki))  # no client certificate: refused there
+        assert _post(("127.0.0.1", port), _client(pki, pki["client_cert"], pki["client_key"])) == 200
+    finally:
+        proc.terminate()
+        # a graceful stop: uvicorn shuts both servers down, then re-raises the signal it caught
+        assert proc.wait(15) in (0, -15)

@@ -116,21 +116,28 @@ def test_scheduler_pod_meets_restricted_and_its_rbac_is_minimal() -> None:
 
 
 # -- NetworkPolicy -----------------------------------------------------------------------------------------------
-def test_extender_admits_only_the_scheduler() -> None:
+def test_extender_admits_the_scheduler_to_scheduling_and_scrapers_to_metrics() -> None:
+    """Port `http` (/filter, /prioritize): the scheduler only; `http-metrics`: the agents' scrapers, nothing else."""
     pol = _one("extender", "NetworkPolicy")
     dep = _one("extender", "Deployment")
     tmpl_labels = dep["spec"]["template"]["metadata"]["labels"]
     assert pol["metadata"]["namespace"] == dep["metadata"]["namespace"]
     assert pol["spec"]["policyTypes"] == ["Ingress"]
     assert pol["spec"]["podSelector"]["matchLabels"].items() <= tmpl_labels.items()
-    (rule,) = pol["spec"]["ingress"]
-    (peer,) = rule["from"]
+    sched_rule, scrape_rule = pol["spec"]["ingress"]
+    (peer,) = sched_rule["from"]
     sched = _one("scheduler", "Deployment")
     assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": sched["metadata"]["namespace"]}}
     assert peer["podSelector"]["matchLabels"].items() <= sched["spec"]["template"]["metadata"]["labels"].items()
-    (port,) = rule["ports"]
+    assert sched_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    # the metrics port is admitted exactly as the agents' is
+    (agents,) = _one("labeler", "NetworkPolicy")["spec"]["ingress"]
+    assert scrape_rule == {"from": agents["from"], "ports": [{"port": "http-metrics", "protocol": "TCP"}]}
     (c,) = dep["spec"]["template"]["spec"]["containers"]
-    assert [p["name"] for p in c["ports"]] == [port["port"]] and port["protocol"] == "TCP"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert set(ports) == {"http", "http-metrics"}
+    assert f"--port={ports['http']}" in c["args"] and f"--metrics-port={ports['http-metrics']}" in c["args"]
+    assert all(c[p]["httpGet"]["port"] == "http-metrics" for p in ("startupProbe", "readinessProbe", "livenessProbe"))
     # no other policy of the install admits anything to the extender's pods (policies add up)
     others = _docs(ROOT / "labeler" / "networkpolicy.yaml")
     assert all(not (o["spec"]["podSelector"]["matchLabels"].items() <= tmpl_labels.items()) for o in others)
@@ -162,13 +169,14 @@ def test_labeler_admits_only_metrics_scrapers() -> None:
 
 
 def test_the_podmonitor_example_scrapes_what_the_policy_admits() -> None:
-    (mon,) = _docs(ROOT / "examples" / "prometheus-podmonitor.yaml")
-    ds = _one("labeler", "DaemonSet")
-    assert mon["kind"] == "PodMonitor" and mon["metadata"]["namespace"] == ds["metadata"]["namespace"]
-    assert mon["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
-    (endpoint,) = mon["spec"]["podMetricsEndpoints"]
-    (rule,) = _one("labeler", "NetworkPolicy")["spec"]["ingress"]
-    assert endpoint["port"] == rule["ports"][0]["port"] and endpoint["path"] == "/metrics"
+    agents, ext = _docs(ROOT / "examples" / "prometheus-podmonitor.yaml")
+    for mon, component, workload, rule in ((agents, "labeler", "DaemonSet", 0), (ext, "extender", "Deployment", 1)):
+        dep = _one(component, workload)
+        assert mon["kind"] == "PodMonitor" and mon["metadata"]["namespace"] == dep["metadata"]["namespace"]
+        assert mon["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        (endpoint,) = mon["spec"]["podMetricsEndpoints"]
+        admitted = _one(component, "NetworkPolicy")["spec"]["ingress"][rule]
+        assert endpoint["port"] == admitted["ports"][0]["port"] and endpoint["path"] == "/metrics"
 
 
 # -- probes --------------------------------------------------------------------------------------------------
@@ -247,7 +255,9 @@ def test_tls_files_are_mounted_from_secrets() -> None:
     (c,) = ext["spec"]["template"]["spec"]["containers"]
     assert sorted(a.split("=", 1)[0] for a in c["args"] if a.startswith("--tls-")) == [
         "--tls-cert-file", "--tls-client-ca-file", "--tls-key-file"]
-    assert all(c[p]["httpGet"]["scheme"] == "HTTPS" for p in ("startupProbe", "readinessProbe", "livenessProbe"))
+    # probes stay plain HTTP on the metrics port: the kubelet has no client certificate for the TLS port
+    assert all(c[p]["httpGet"].get("scheme", "HTTP") == "HTTP" and c[p]["httpGet"]["port"] == "http-metrics"
+               for p in ("startupProbe", "readinessProbe", "livenessProbe"))
     # the patch adds the volume lists wholesale: it must not be hiding volumes of the base Deployment
     base_spec = base_ext["spec"]["template"]["spec"]
     assert "volumes" not in base_spec and "volumeMounts" not in base_spec["containers"][0]
