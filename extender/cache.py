@@ -57,9 +57,16 @@ from policy.nodes.decode import TopologyRegistry
 from policy.nodes.facts import NodeFacts, broken, facts_from_parts
 from policy.siblings import JobRoster, Siblings
 
-__all__ = ["ClusterCache", "PodRecord"]
+__all__ = ["BOUND_PODS", "ClusterCache", "PodRecord"]
 
 log = logging.getLogger("gputopo.extender.cache")
+
+
+#: the pods the cache keeps, selected by the API server: bound to a node and not terminated. Both are
+#: field labels kube-apiserver indexes for pods (docs/e2e.md); a pod that leaves the selection (it
+#: ends) reaches the watch as DELETED. Requesting GPUs cannot be selected (resources are no field
+#: label, and GPU pods carry no label we could rely on): that filter stays ours (``_pod_record``).
+BOUND_PODS = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,10 +451,11 @@ class ClusterCache:
         """Start node, pod and allocation-ConfigMap reflectors on a ``kubernetes.client.CoreV1Api`` (daemon threads)."""
         list_configmaps = functools.partial(core_v1.list_namespaced_config_map, self.allocation_namespace,
                                             label_selector=carrier.SELECTOR)
+        list_pods = functools.partial(core_v1.list_pod_for_all_namespaces, field_selector=BOUND_PODS)
         self.reflectors = [
             Reflector("nodes", core_v1.list_node, self.replace_nodes, self.node_event,
                       stop=self._stop, metrics=self.metrics, **reflector_options),
-            Reflector("pods", core_v1.list_pod_for_all_namespaces, self.replace_pods, self.pod_event,
+            Reflector("pods", list_pods, self.replace_pods, self.pod_event,
                       stop=self._stop, metrics=self.metrics, **reflector_options),
             Reflector("configmaps", list_configmaps, self.replace_configmaps, self.configmap_event,
                       stop=self._stop, metrics=self.metrics, **reflector_options),

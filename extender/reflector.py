@@ -25,8 +25,6 @@ damaged object stays that object's problem, is :mod:`extender.cache`.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import logging
 import random
@@ -39,6 +37,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from extender.metrics import Metrics
+from labeler.topology.gcpause import paused_gc
 
 __all__ = ["ListFn", "Reflector", "no_gc_passes"]
 
@@ -249,35 +248,8 @@ class Reflector:
         return rv, events
 
 
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_was_enabled = False
-
-
-@contextlib.contextmanager
-def no_gc_passes() -> Iterator[None]:
-    """No automatic garbage-collector passes while a list streams in (reference counting still frees).
-
-    Why: decoding a 5,000-node list allocates millions of objects, which
-    triggers full collections; each pass over the extender's heap held the GIL
-    for 60-300 ms (measured, docs/reliability.md), stalling every request. The
-    decoded objects hold no reference cycles, so reference counting frees them
-    as each page is dropped; collection resumes, unchanged, when the last list
-    in progress ends. Re-entrant across the three informer threads.
-    """
-    global _gc_users, _gc_was_enabled
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0 and _gc_was_enabled:
-                gc.enable()
+#: the one GC pause of every reader (labeler.topology.gcpause), under the name this module always had
+no_gc_passes = paused_gc
 
 
 def _map(value: Any) -> Mapping[str, Any]:

@@ -24,8 +24,6 @@ the audit's inputs, and the audit goes on without it.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from labeler.topology import carrier
 from labeler.topology.findings import Severity
+from labeler.topology.gcpause import paused_gc
 from policy.audit.cluster_audit import PendingPod
 from policy.audit.cluster_nodes import GFD_COUNT, GFD_PRESENT, ClusterFinding, NodeInput
 from policy.workload import gpu_request, parse_quantity_int
@@ -143,23 +142,6 @@ def _node_input(obj: Any, *, prefix: str, resource: str, keep: frozenset[str]) -
     cap = None if raw_cap is None else parse_quantity_int(raw_cap)
     return NodeInput(name, node_labels, ann, gpu_capacity=-1 if raw_cap is not None and cap is None else cap,
                      unschedulable=_map(obj.get("spec")).get("unschedulable") is True)
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic garbage collector off for a block that builds only acyclic data.
-
-    Decoded JSON pages and the records made from them hold no reference cycles, so reference
-    counting frees each page as soon as it is reduced; the cyclic collector would only walk the
-    growing heap again and again (it doubled the time to read 2,000 nodes: docs/performance.md).
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _optional_list(kind: str, what: str, run: Callable[[], None], findings: list[ClusterFinding]) -> None:

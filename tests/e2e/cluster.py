@@ -396,7 +396,8 @@ class Cluster:
         port = port or free_port()
         gputopo = shutil.which("gputopo", path=str(Path(sys.executable).parent)) or "gputopo"
         proc = self._start(name, [gputopo, "extender", "--mode=cached", "--host=127.0.0.1", f"--port={port}",
-                                  f"--kubeconfig={kubeconfig}", "--log-level=info", *extra])
+                                  f"--metrics-port={free_port()}", f"--kubeconfig={kubeconfig}", "--log-level=info",
+                                  *extra])
         url = f"http://127.0.0.1:{port}"
         wait_for(f"{name} /readyz", lambda: _http_get(f"{url}/readyz") is not None, timeout_s, alive=proc.dead)
         return proc, url

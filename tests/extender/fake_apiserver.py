@@ -92,6 +92,36 @@ def _field_matches(obj: dict[str, Any], terms: list[tuple[str, bool, str]]) -> b
     return all((_field(obj, path) == value) != neg for path, neg, value in terms)
 
 
+Event = tuple[int, str, dict[str, Any], "dict[str, Any] | None"]
+
+
+def _selected(events: list[Event], ns: str | None, sel: dict[str, str],
+              terms: list[tuple[str, bool, str]]) -> list[Event]:
+    """A watch's events under a label/field selector, as kube-apiserver's watch filter sends them.
+
+    An object that starts to match is ADDED, one that stops matching is DELETED (its new state),
+    one that matches before and after is MODIFIED; changes of objects outside the selection are
+    not sent (k8s.io/apiserver, the cacher's watch filter).
+    """
+    def match(o: dict[str, Any] | None) -> bool:
+        return o is not None and _matches(o, ns, sel) and _field_matches(o, terms)
+
+    out: list[Event] = []
+    for rv, etype, obj, prev in events:
+        if etype == "DELETED":
+            if match(obj):
+                out.append((rv, etype, obj, prev))
+            continue
+        now, before = match(obj), etype == "MODIFIED" and match(prev)
+        if now and before:
+            out.append((rv, "MODIFIED", obj, prev))
+        elif now:
+            out.append((rv, "ADDED", obj, prev))
+        elif before:
+            out.append((rv, "DELETED", obj, prev))
+    return out
+
+
 def _selector(text: str | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for part in (text or "").split(","):
@@ -105,7 +135,7 @@ class FakeApiServer:
     def __init__(self) -> None:
         self.rv = 100
         self.objects: dict[str, dict[str, dict[str, Any]]] = {"nodes": {}, "pods": {}, "configmaps": {}}
-        self.events: dict[str, list[tuple[int, str, dict[str, Any]]]] = {"nodes": [], "pods": [], "configmaps": []}
+        self.events: dict[str, list[Event]] = {"nodes": [], "pods": [], "configmaps": []}
         self.compacted = 0
         self.generation = 0  # bumped by kick()
         self.gone_as_http = False
@@ -148,9 +178,10 @@ class FakeApiServer:
             obj = copy.deepcopy(obj)
             obj["metadata"]["resourceVersion"] = str(self.rv)
             key = self._key(obj)
-            etype = "MODIFIED" if key in self.objects[kind] else "ADDED"
+            prev = self.objects[kind].get(key)
+            etype = "MODIFIED" if prev is not None else "ADDED"
             self.objects[kind][key] = obj
-            self.events[kind].append((self.rv, etype, obj))
+            self.events[kind].append((self.rv, etype, obj, prev))
             self.cond.notify_all()
 
     def delete(self, kind: str, obj: dict[str, Any]) -> None:
@@ -159,7 +190,7 @@ class FakeApiServer:
             old = self.objects[kind].pop(self._key(obj))
             old = copy.deepcopy(old)
             old["metadata"]["resourceVersion"] = str(self.rv)
-            self.events[kind].append((self.rv, "DELETED", old))
+            self.events[kind].append((self.rv, "DELETED", old, old))
             self.cond.notify_all()
 
     def compact(self) -> None:
@@ -225,8 +256,13 @@ class FakeApiServer:
                                       "reason": "Forbidden" if code == 403 else "", "message": f"{kind} refused"})
                     return
                 if watch:
+                    wterms = _field_terms(kind, q.get("fieldSelector"))
+                    if isinstance(wterms, str):
+                        self._json(400, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400,
+                                         "reason": "BadRequest", "message": wterms})
+                        return
                     self._watch(kind, int(q.get("resourceVersion") or 0), float(q.get("timeoutSeconds") or 30),
-                                ns, sel)
+                                ns, sel, wterms)
                 elif q.get("continue") and api.expire_continue > 0:
                     api.expire_continue -= 1
                     self._json(410, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
@@ -269,7 +305,8 @@ class FakeApiServer:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-            def _watch(self, kind: str, since: int, timeout: float, ns: str | None, sel: dict[str, str]) -> None:
+            def _watch(self, kind: str, since: int, timeout: float, ns: str | None, sel: dict[str, str],
+                       terms: list[tuple[str, bool, str]]) -> None:
                 with api.cond:
                     gone = since < api.compacted
                     gen = api.generation
@@ -296,7 +333,7 @@ class FakeApiServer:
                             with api.cond:
                                 pending = [e for e in api.events[kind] if e[0] > sent]
                                 sent = max([sent, *(e[0] for e in pending)])
-                                pending = [e for e in pending if _matches(e[2], ns, sel)]
+                                pending = _selected(pending, ns, sel, terms)
                                 if not pending:
                                     left = deadline - time.monotonic()
                                     if left <= 0 or api.generation != gen:
@@ -305,7 +342,7 @@ class FakeApiServer:
                                     if api.generation != gen:
                                         break
                                     continue
-                            for rv, etype, obj in pending:
+                            for rv, etype, obj, _ in pending:
                                 self._chunk(json.dumps({"type": etype, "object": obj}).encode() + b"\n")
                                 sent = rv
                     self._chunk(b"")

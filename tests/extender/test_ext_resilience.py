@@ -291,3 +291,31 @@ def test_a_list_failing_mid_way_changes_nothing_and_gc_resumes() -> None:
         reflector._list()
     assert calls == ["", "1"] and gc.isenabled()
     assert cache.facts("gpu-old") is not None and cache.facts("gpu-new") is None
+
+
+def test_only_bound_pods_that_have_not_ended_are_listed_and_watched() -> None:
+    """The API server selects the pods (spec.nodeName!=, phase not Succeeded/Failed); an ending pod leaves as DELETED."""
+    api = FakeApiServer().start()
+    api.put("nodes", node_object("gpu-a", BOARD, free=range(8)))
+    running = pod(2, name="running", node_name="gpu-a")
+    done = pod(2, name="done", node_name="gpu-a")
+    done["status"] = {"phase": "Succeeded"}
+    waiting = pod(2, name="waiting")  # not bound yet: the scheduler's, not ours
+    for p in (running, done, waiting):
+        p["metadata"]["namespace"] = "ml"
+        api.put("pods", p)
+    cache, _ = start(api)
+    try:
+        assert cache.wait_synced(10)
+        pod_requests = [r for r in api.requests if r.startswith(("list pods", "watch pods"))]
+        assert pod_requests and all("fieldSelector=spec.nodeName%21%3D%2Cstatus.phase%21%3DSucceeded%2C"
+                                    "status.phase%21%3DFailed" in r for r in pod_requests), pod_requests
+        assert {r.key for r in cache._pods.values()} == {"ml/running"}
+        assert free_count(cache, "gpu-a") == 6  # the running pod's 2 GPUs (estimated: the agent has not seen it)
+        ended = json.loads(json.dumps(running))
+        ended["status"] = {"phase": "Succeeded"}
+        api.put("pods", ended)  # leaves the selection: the watch sends DELETED
+        wait_for(lambda: not cache._pods, 10)
+        assert free_count(cache, "gpu-a") == 8
+    finally:
+        stop(cache, api)
