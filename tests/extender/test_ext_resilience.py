@@ -294,7 +294,7 @@ def test_a_list_failing_mid_way_changes_nothing_and_gc_resumes() -> None:
 
 
 def test_only_bound_pods_that_have_not_ended_are_listed_and_watched() -> None:
-    """The API server selects the pods (spec.nodeName!=, phase not Succeeded/Failed); an ending pod leaves as DELETED."""
+    """The API server selects the pods (bound, phase not Succeeded/Failed); an ending pod leaves as DELETED."""
     api = FakeApiServer().start()
     api.put("nodes", node_object("gpu-a", BOARD, free=range(8)))
     running = pod(2, name="running", node_name="gpu-a")
