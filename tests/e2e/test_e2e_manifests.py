@@ -65,7 +65,8 @@ _CAN = {
 _CANNOT = {
     AGENT_SA: [("list", "nodes"), ("watch", "nodes"), ("delete", "nodes"), ("list", "configmaps"), ("get", "secrets"),
                ("create", "pods")],
-    EXTENDER_SA: [("patch", "nodes"), ("create", "pods/binding"), ("get", "secrets"), ("update", "configmaps")],
+    EXTENDER_SA: [("patch", "nodes"), ("create", "pods/binding"), ("get", "secrets"), ("update", "configmaps"),
+                  ("get", "nodes"), ("get", "configmaps")],  # list + watch only: its informers get nothing by name
     SCHEDULER_SA: [("update", "leases.coordination.k8s.io/other"), ("get", "secrets"), ("patch", "nodes")],
 }
 

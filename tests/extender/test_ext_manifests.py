@@ -69,8 +69,9 @@ def test_node_cache_capable_matches_the_extender_mode() -> None:
 
 
 def test_extender_rbac_is_read_only_nodes_and_pods() -> None:
+    """List and watch only: the informers never get an object by name (no `get`)."""
     role = one("extender", "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]}]
     binding = one("extender", "ClusterRoleBinding")
     sa = one("extender", "ServiceAccount")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"],
@@ -78,7 +79,7 @@ def test_extender_rbac_is_read_only_nodes_and_pods() -> None:
     # allocation ConfigMaps: read-only, only in the namespace the extender watches by default
     role = one("extender", "Role")
     assert role["metadata"]["namespace"] == load().allocation_namespace
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]}]
     rb = one("extender", "RoleBinding")
     assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
     assert rb["subjects"] == binding["subjects"]
