@@ -251,8 +251,6 @@ class Service:
             assert args.NodeNames is not None
             return self._filter_names(w, args.NodeNames, tables, start)
         names, facts, objs = self._node_facts(args, "filter")
-        failed: dict[str, str] = {}
-        unresolvable: dict[str, str] = {}
         not_ours, fail_open = self._count_unusable("filter", facts)
         result = self.decider.filter(w, facts)
         self._node_errors("filter", result.errors)
