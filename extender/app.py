@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TypedDict
 
 import anyio
 from fastapi import FastAPI, Request
@@ -48,14 +49,29 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from extender.metrics import Metrics
 from extender.server import listen_socket
 from extender.service import Answer, Service
+from extender.settings import ExtenderSettings
 from extender.wire import encode_filter_result
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app", "listen_socket"]
+__all__ = ["AppLimits", "create_app", "limits", "listen_socket"]
 
 log = logging.getLogger("gputopo.extender")
 
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON = "application/json"
+
+
+class AppLimits(TypedDict):
+    """:func:`create_app`'s limits; :func:`limits` reads them from the one settings object."""
+
+    max_body_bytes: int
+    max_concurrent: int
+    body_timeout: float
+    worker_threads: int
+
+
+def limits(settings: ExtenderSettings) -> AppLimits:
+    """The app's limits for ``settings`` (their defaults depend on the mode: :class:`ExtenderSettings`)."""
+    return AppLimits(max_body_bytes=settings.body_limit, max_concurrent=settings.concurrency_limit,
+                     body_timeout=settings.body_timeout_seconds, worker_threads=settings.worker_threads)
 
 
 class _TooLarge(Exception):
@@ -106,17 +122,20 @@ def _health_routes(app: FastAPI, metrics: Metrics, ready: Callable[[], bool] | N
 def create_app(
     service: Service,
     *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_body_bytes: int,
+    max_concurrent: int,
+    body_timeout: float,
+    worker_threads: int,
     ready: Callable[[], bool] | None = None,
-    max_concurrent: int = 64,
-    body_timeout: float = 30.0,
-    worker_threads: int = 2,
     unsynced_seconds: Callable[[], float] | None = None,
 ) -> FastAPI:
     """Build the ASGI app around a :class:`Service`.
 
-    ``ready``: the readiness check (cached mode: informers synced and not stale).
-    ``unsynced_seconds``: for the metric of how long the cache has been failing.
+    The limits have no defaults here: they come from the settings (``**limits(settings)``),
+    whose defaults depend on the mode. ``ready``: the readiness check (cached mode:
+    informers synced and not stale). ``unsynced_seconds``: for the metric of how long the
+    cache has been failing. ``app.state.on_timeout`` counts a connection closed by the
+    server for a late request head (:func:`extender.server.serve` hands it to the protocol).
     """
     app = FastAPI(title="gputopo scheduler extender", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = service.metrics
@@ -181,5 +200,10 @@ def create_app(
         _health_routes(target, metrics, ready, unsynced_seconds)
     #: served on its own plain-HTTP port (--metrics-port): probes and Prometheus without the scheduling port
     app.state.health_app = health
+
+    def on_timeout(reason: str) -> None:  # before any verb is known: label "-"
+        metrics.refused.labels("-", reason).inc()
+
+    app.state.on_timeout = on_timeout
 
     return app

@@ -97,7 +97,7 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
     ``core_v1``: a ``kubernetes.client.CoreV1Api``; built from ``--kubeconfig``
     or the in-cluster config when not given.
     """
-    from extender.app import create_app
+    from extender.app import create_app, limits
     from extender.metrics import Metrics
     from extender.service import Service, ServiceConfig
     from policy.scoring import resolve
@@ -111,15 +111,9 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
         allocation_max_age_s=settings.allocation_max_age_seconds,
         decode_node_objects=settings.mode == "stateless" or settings.accept_node_objects,
     )
-    app_options: dict[str, Any] = {
-        "max_body_bytes": settings.body_limit,
-        "max_concurrent": settings.concurrency_limit,
-        "body_timeout": settings.body_timeout_seconds,
-        "worker_threads": settings.worker_threads,
-    }
     service = Service(config, metrics=metrics)
     if settings.mode == "stateless":
-        return create_app(service, **app_options), None
+        return create_app(service, **limits(settings)), None
     from extender.cache import ClusterCache
 
     cache = ClusterCache(prefix=settings.prefix, locality_keys=settings.locality_keys,
@@ -141,7 +135,7 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
                 max_backoff_seconds=settings.max_backoff_seconds)
     _warn_if_not_synced(cache, settings.sync_timeout_seconds)
     app = create_app(service, ready=lambda: cache.ready(settings.stale_seconds),
-                     unsynced_seconds=cache.unsynced_seconds, **app_options)
+                     unsynced_seconds=cache.unsynced_seconds, **limits(settings))
     return app, cache
 
 
@@ -218,7 +212,7 @@ def main(argv: list[str]) -> int:
                  "https" if settings.tls else "http",
                  "" if metrics_sock is None else
                  f"; /metrics, /healthz, /readyz on {metrics_sock.getsockname()[1]} (http)")
-        serve(app, sock, settings, metrics_sock)
+        serve(app, sock, settings, metrics_sock, on_timeout=app.state.on_timeout)
     finally:
         if cache is not None:
             cache.stop()

@@ -75,7 +75,8 @@ class Metrics:
         )
         self.refused = Counter(
             "gputopo_extender_refused_total",
-            "Requests refused before handling: too_many (429), too_large (413), timeout (408), by verb.",
+            "Requests refused before handling: too_many (429), too_large (413), timeout (408), by verb; "
+            "header: a connection closed for a late request head (verb \"-\").",
             ["verb", "reason"],
             registry=r,
         )

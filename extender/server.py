@@ -240,11 +240,12 @@ def uvicorn_config(app: Any, settings: ExtenderSettings, *,
     )
 
 
-def metrics_config(app: Any, settings: ExtenderSettings) -> uvicorn.Config:
+def metrics_config(app: Any, settings: ExtenderSettings, *,
+                   on_timeout: Callable[[str], None] | None = None) -> uvicorn.Config:
     """The plain-HTTP server of ``/metrics``, ``/healthz``, ``/readyz`` (``--metrics-port``): no TLS, 64 connections."""
     return uvicorn.Config(
         app,
-        http=guarded_protocol(settings.header_timeout_seconds, None, settings.http),
+        http=guarded_protocol(settings.header_timeout_seconds, on_timeout, settings.http),
         loop=settings.loop,
         log_level=settings.log_level,
         access_log=False,
@@ -262,13 +263,18 @@ class _SideServer(uvicorn.Server):
         yield
 
 
-def serve(app: Any, sock: socket.socket, settings: ExtenderSettings, metrics_sock: socket.socket | None) -> None:
-    """Run the scheduling server on ``sock`` and, when given, the health/metrics app on ``metrics_sock`` (one loop)."""
-    main = uvicorn.Server(uvicorn_config(app, settings))
+def serve(app: Any, sock: socket.socket, settings: ExtenderSettings, metrics_sock: socket.socket | None, *,
+          on_timeout: Callable[[str], None] | None = None) -> None:
+    """Run the scheduling server on ``sock`` and, when given, the health/metrics app on ``metrics_sock`` (one loop).
+
+    ``on_timeout``: called with ``"header"`` for each connection either server closes for a late
+    request head (``create_app`` gives ``app.state.on_timeout``, which counts it).
+    """
+    main = uvicorn.Server(uvicorn_config(app, settings, on_timeout=on_timeout))
     if metrics_sock is None:
         main.run(sockets=[sock])
         return
-    side = _SideServer(metrics_config(app.state.health_app, settings))
+    side = _SideServer(metrics_config(app.state.health_app, settings, on_timeout=on_timeout))
 
     async def both() -> None:
         task = asyncio.create_task(side.serve(sockets=[metrics_sock]))

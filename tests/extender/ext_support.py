@@ -20,10 +20,10 @@ from typing import Any
 
 import uvicorn
 
-from extender.app import create_app, listen_socket
+from extender.app import create_app, limits, listen_socket
 from extender.metrics import Metrics
 from extender.service import Service, ServiceConfig
-from extender.settings import DEFAULT_LOCALITY_KEYS
+from extender.settings import DEFAULT_LOCALITY_KEYS, load
 from labeler.topology import allocation, labels, smi_parser
 from labeler.topology.model import Topology
 from policy.scoring import DEFAULT_STRATEGIES, resolve
@@ -162,9 +162,15 @@ def serve(app: Any) -> Iterator[tuple[str, int]]:
         sock.close()
 
 
+def app_of(service: Service, **app_options: Any) -> Any:
+    """``create_app`` with the default settings' limits for the service's mode, ``app_options`` over them."""
+    options: dict[str, Any] = {**limits(load(mode="stateless" if service.view is None else "cached")), **app_options}
+    return create_app(service, **options)
+
+
 @contextmanager
 def serve_service(service: Service, **app_options: Any) -> Iterator[tuple[str, int]]:
-    with serve(create_app(service, **app_options)) as addr:
+    with serve(app_of(service, **app_options)) as addr:
         yield addr
 
 

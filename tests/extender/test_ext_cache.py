@@ -15,11 +15,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from ext_support import PREFIX, corpus, filter_body, make_service, node_object, pod, serve_service
+from ext_support import PREFIX, app_of, corpus, filter_body, make_service, node_object, pod, serve_service
 from fake_apiserver import FakeApiServer
 from kubernetes import client
 
-from extender.app import create_app
 from extender.cache import ClusterCache
 from extender.service import Service
 from policy.nodes.state import NodeState
@@ -242,4 +241,4 @@ def serve_service_app(app: Any) -> Any:
 
 
 def test_create_app_is_importable_without_cache() -> None:
-    assert create_app(make_service()) is not None
+    assert app_of(make_service()) is not None

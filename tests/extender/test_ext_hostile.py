@@ -22,9 +22,8 @@ import tracemalloc
 from typing import Any
 
 import pytest
-from ext_support import PREFIX, corpus, filter_body, make_service, node_object, pod, serve_service
+from ext_support import PREFIX, app_of, corpus, filter_body, make_service, node_object, pod, serve_service
 
-from extender.app import create_app
 from extender.service import Answer, Service, ServiceConfig
 from labeler.topology import labels
 from policy.nodes.facts import NodeFacts, facts_from_object
@@ -283,7 +282,7 @@ def test_app_answers_429_beyond_the_concurrency_cap() -> None:
     body = filter_body(pod(1), names=[])
     from ext_support import serve
 
-    with serve(create_app(service, max_concurrent=2, worker_threads=2)) as addr:
+    with serve(app_of(service, max_concurrent=2, worker_threads=2)) as addr:
         threads = [threading.Thread(target=lambda: statuses.append(post(addr, "/filter", body)[0])) for _ in range(2)]
         for t in threads:
             t.start()

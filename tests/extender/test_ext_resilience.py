@@ -24,12 +24,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from ext_support import PREFIX, corpus, filter_body, make_service, node_object, pod, serve
+from ext_support import PREFIX, app_of, corpus, filter_body, make_service, node_object, pod, serve
 from fake_apiserver import FakeApiServer
 from test_ext_alloc_configmap import NS, alloc_configmap
 from test_ext_cache import core_v1, free_count, stop, wait_for
 
-from extender.app import create_app
 from extender.cache import ClusterCache
 from extender.service import Service
 from labeler.topology import carrier, labels
@@ -198,7 +197,7 @@ def test_a_stale_cache_is_not_ready_and_recovers() -> None:
     api = FakeApiServer().start()
     api.put("nodes", node_object("gpu-a", BOARD, free=range(8)))
     cache, service = start(api, max_backoff_seconds=0.2)
-    app = create_app(service, ready=lambda: cache.ready(0.3), unsynced_seconds=cache.unsynced_seconds)
+    app = app_of(service, ready=lambda: cache.ready(0.3), unsynced_seconds=cache.unsynced_seconds)
     try:
         with serve(app) as addr:
             wait_for(lambda: get(addr, "/readyz") == 200)

@@ -8,6 +8,7 @@ from the same CA and one from a stranger CA).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import json
@@ -28,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ext_support import PROTOCOL, make_service
 
-from extender.app import create_app
+from extender.app import create_app, limits
 from extender.cli import main
 from extender.server import listen_socket, uvicorn_config
 from extender.settings import ExtenderSettings, load
@@ -39,8 +40,8 @@ WIRE = (PROTOCOL / "filter-request-nodenames.wire.json").read_bytes()
 @contextmanager
 def run_server(settings: ExtenderSettings, **app_options: Any) -> Iterator[tuple[tuple[str, int], Any]]:
     service = make_service()
-    app = create_app(service, max_body_bytes=settings.body_limit, max_concurrent=settings.concurrency_limit,
-                     body_timeout=settings.body_timeout_seconds, **app_options)
+    options: dict[str, Any] = {**limits(settings), **app_options}
+    app = create_app(service, **options)
     sock = listen_socket("127.0.0.1", 0)
     timeouts: list[str] = []
     server = uvicorn.Server(uvicorn_config(app, settings, on_timeout=timeouts.append))
@@ -255,11 +256,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _header_timeouts(mport: int) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", mport, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        for line in conn.getresponse().read().decode().splitlines():
+            if line.startswith("gputopo_extender_refused_total{") and 'reason="header"' in line and 'verb="-"' in line:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+    finally:
+        conn.close()
+
+
 def test_probes_and_metrics_answer_in_plain_http_on_their_own_port_under_mutual_tls(pki: dict[str, str]) -> None:
     """`gputopo extender` as a process: the scheduling port wants a client certificate, the metrics port plain HTTP.
 
     What the TLS overlay relies on: the kubelet's probes and Prometheus present no client
-    certificate, so they go to --metrics-port; /filter is not served there.
+    certificate, so they go to --metrics-port; /filter is not served there. A connection that
+    sends no request head in time is closed on either port and counted (before: the process
+    never wired the counter, so such closes went unseen).
     """
     import subprocess
     import sys
@@ -268,7 +283,7 @@ def test_probes_and_metrics_answer_in_plain_http_on_their_own_port_under_mutual_
     proc = subprocess.Popen(
         [sys.executable, "-m", "gputopo", "extender", "--mode=stateless", "--host=127.0.0.1", f"--port={port}",
          f"--metrics-port={mport}", f"--tls-cert-file={pki['server_cert']}", f"--tls-key-file={pki['server_key']}",
-         f"--tls-client-ca-file={pki['ca']}", "--log-level=warning"],
+         f"--tls-client-ca-file={pki['ca']}", "--header-timeout-seconds=1", "--log-level=warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -291,7 +306,18 @@ def test_probes_and_metrics_answer_in_plain_http_on_their_own_port_under_mutual_
         conn.request("POST", "/filter", body=WIRE)
         assert conn.getresponse().status == 404  # scheduling verbs only on the scheduling port
         conn.close()
-        with pytest.raises(ssl.SSLError):
+        before = _header_timeouts(mport)
+        ctx = _client(pki, pki["client_cert"], pki["client_key"])
+        with socket.create_connection(("127.0.0.1", mport), timeout=10) as s, \
+                ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                server_hostname="127.0.0.1") as t:
+            assert s.recv(1024) == b""  # silent on the metrics port: closed
+            with contextlib.suppress(ssl.SSLError, ConnectionError):  # a TLS close may surface as either
+                assert t.recv(1024) == b""  # silent after the handshake on the scheduling port: closed
+        assert _header_timeouts(mport) - before == 2
+        # TLS 1.3: the server refuses the missing certificate after the client thinks the
+        # handshake is done, so the client sees the alert or just the connection closing
+        with pytest.raises((ssl.SSLError, ConnectionError)):
             _post(("127.0.0.1", port), _client(pki))  # no client certificate: refused there
         assert _post(("127.0.0.1", port), _client(pki, pki["client_cert"], pki["client_key"])) == 200
     finally:
