@@ -58,7 +58,7 @@ from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
 
 from extender import settings as ext_settings  # noqa: E402
-from extender.app import create_app  # noqa: E402
+from extender.app import create_app, limits  # noqa: E402
 from extender.cache import ClusterCache  # noqa: E402
 from extender.metrics import Metrics  # noqa: E402
 from extender.server import listen_socket, settle_heap, uvicorn_config  # noqa: E402
@@ -225,7 +225,7 @@ def run_size(n: int, n_cycles: int, rounds: int, settings: ext_settings.Extender
         sizes: dict[str, tuple[int, int]] = {}
         for _ in range(rounds):
             for side in ("floor", "extender"):
-                app = floor_app() if side == "floor" else create_app(service)
+                app = floor_app() if side == "floor" else create_app(service, **limits(settings))
                 with Server(app, settings) as srv:
                     cycles(srv.port, fbody, pbody, 5, None)  # warm: connection, caches
                     c0 = srv.cpu_seconds()

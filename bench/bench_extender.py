@@ -144,6 +144,17 @@ def make_service(cached_nodes: list[dict[str, Any]] | None) -> Service:
     return service
 
 
+def _app(service: Service) -> Any:
+    """This tree's app with the limits older trees had as defaults (64 MiB, 64 in flight; ``--before`` runs those)."""
+    import extender.app as app_module
+
+    if not hasattr(app_module, "limits"):
+        return create_app(service)  # an older tree: its own defaults
+    from extender.settings import load
+
+    return create_app(service, **{**app_module.limits(load(mode="stateless")), "max_concurrent": 64})
+
+
 class Server:
     """uvicorn serving the service in a forked child process.
 
@@ -154,7 +165,7 @@ class Server:
     def __init__(self, service: Service) -> None:
         self.sock = listen_socket("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
-        self.app = create_app(service)
+        self.app = _app(service)
         self.proc: multiprocessing.process.BaseProcess | None = None
 
     def _serve(self) -> None:

@@ -180,14 +180,22 @@ def run_extender(code: Path, url: str, names: list[str], seconds: float, resync:
             proc.wait(20)
         text = log.read_text()
         windows = list_windows(text)
-        gc_pauses = re.findall(r"gputopo-bench-gc (gen\d) (\d+)ms", text)
+        gc_pauses = [(g, int(ms), float(t) - int(ms) / 1e3, float(t))
+                     for g, ms, t in re.findall(r"gputopo-bench-gc (gen\d) (\d+)ms (\d+\.\d+)", text)]
     idle, during = [], []
     for start, stop, _ in samples:
         (during if any(a <= stop and start <= b for a, b in windows) else idle).append(stop - start)
+    first = samples[0][0] if samples else float("inf")
+    # the slowest answers, and what overlapped them: a list, a collector pass (gen, ms)
+    slowest = [{"ms": round((b - a) * 1e3, 1), "list": any(x <= b and a <= y for x, y in windows),
+                "gc": [f"{g} {ms} ms" for g, ms, x, y in gc_pauses if x <= b and a <= y]}
+               for a, b, _ in sorted(samples, key=lambda s: s[0] - s[1])[:5]]
     return {"sync_s": sync_s, "hwm_sync_mib": hwm_sync / 1024, "hwm_end_mib": hwm_end / 1024,
             "rss_end_mib": rss_end / 1024, "relists": relists, "windows": len(windows),
             "idle": summary(idle), "during": summary(during),
-            "gc_pauses_over_10ms": [f"{g} {ms} ms" for g, ms in gc_pauses]}
+            "gc_pauses_over_10ms_sync": [f"{g} {ms} ms" for g, ms, _, t in gc_pauses if t < first],
+            "gc_pauses_over_10ms_answering": [f"{g} {ms} ms" for g, ms, _, t in gc_pauses if t >= first],
+            "slowest": slowest}
 
 
 def list_windows(text: str) -> list[tuple[float, float]]:
@@ -283,8 +291,12 @@ def print_row(r: dict[str, Any]) -> None:
     i, d = r["idle"], r["during"]
     print(f"| {r['code']} | {r['sync_s']:.1f} s | {r['hwm_sync_mib']:.0f} | {r['hwm_end_mib']:.0f} | "
           f"{r['rss_end_mib']:.0f} | {r['windows']} | {i['n']}: {i['p50'] * 1e3:.1f} / {i['p99'] * 1e3:.1f} / "
-          f"{i['max'] * 1e3:.1f} | {d['n']}: {d['p50'] * 1e3:.1f} / {d['p99'] * 1e3:.1f} / {d['max'] * 1e3:.1f} |",
-          flush=True)
+          f"{i['max'] * 1e3:.1f} | {d['n']}: {d['p50'] * 1e3:.1f} / {d['p99'] * 1e3:.1f} / {d['max'] * 1e3:.1f} | "
+          f"sync: {', '.join(r['gc_pauses_over_10ms_sync']) or '-'}; answering: "
+          f"{', '.join(r['gc_pauses_over_10ms_answering']) or '-'} |", flush=True)
+    print("  slowest answers: " + "; ".join(
+        f"{x['ms']} ms ({'list' if x['list'] else 'no list'}{', GC ' + ' + '.join(x['gc']) if x['gc'] else ''})"
+        for x in r["slowest"]), flush=True)
 
 
 if __name__ == "__main__":

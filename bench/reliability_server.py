@@ -127,13 +127,21 @@ def settings_for(mode: str, **overrides: Any) -> Any:
 
 
 def app_for(service: Any, **options: Any) -> Any:
-    """``create_app`` with the options this tree's version accepts (older trees have fewer)."""
+    """``create_app`` with the options this tree's version accepts (older trees have fewer).
+
+    This tree's ``create_app`` has no default limits: the ones not given come from the cached
+    mode's default settings (``extender.app.limits``; every caller here gives the body limit), the
+    values older trees had as ``create_app`` defaults (64 in flight, 30 s body, 2 threads).
+    """
     import inspect
 
-    from extender.app import create_app
+    from extender import app as app_module
 
-    accepted = inspect.signature(create_app).parameters
-    return create_app(service, **{k: v for k, v in options.items() if k in accepted})
+    limits = getattr(app_module, "limits", None)
+    if limits is not None:
+        options = {**limits(settings_for("cached")), **options}
+    accepted = inspect.signature(app_module.create_app).parameters
+    return app_module.create_app(service, **{k: v for k, v in options.items() if k in accepted})
 
 
 def cached_service(nodes: list[dict[str, Any]], **config: Any) -> Any:
