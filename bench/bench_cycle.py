@@ -18,6 +18,9 @@ are the medians over rounds of each round's p50/p99. Per cycle: wall time at the
 (send, read the whole answer), pods/s = 1 / mean cycle, and the server process's CPU time
 (user + system from ``/proc``) divided by the cycles it served.
 
+Below each row, the same bodies in the bench's own process without HTTP: the decode alone and the
+warm answer (``Service.answer_now``: decode, look up, join the prepared bytes), medians.
+
 Pods: a 4-GPU PyTorchJob worker with ``placement: required`` and ``max-level: nvlink`` (filter
 judges every node), ``nosib`` = the first rank of its job, ``sib`` = a later rank whose job
 already has a rank bound (prioritize reads the job-affinity strategy per node).
@@ -241,9 +244,31 @@ def run_size(n: int, n_cycles: int, rounds: int, settings: ext_settings.Extender
                 row[f"{side}_{k}"] = statistics.median(r[k] for r in res[side])
             row[f"{side}_pods_s"] = 1 / row[f"{side}_mean"]
         row["ratio"] = row["extender_p50"] / row["floor_p50"]
+        row["in_process"] = in_process(service, fbody, pbody, n_cycles)
         rows.append(row)
         print_row(row)
     return rows
+
+
+def in_process(service: Service, fbody: bytes, pbody: bytes, n: int) -> dict[str, float]:
+    """Where the server's time goes, without HTTP: medians (ms) of decoding each body and of answering it.
+
+    ``Service.answer_now`` is what the app runs on the event loop for a warm request (decode
+    included); the decode alone is the floor's work.
+    """
+    def median_ms(f: Callable[[], object]) -> float:
+        xs = []
+        for _ in range(n):
+            t = time.perf_counter()
+            f()
+            xs.append(time.perf_counter() - t)
+        return statistics.median(xs) * 1e3
+
+    assert service.answer_now("filter", fbody) is not None and service.answer_now("prioritize", pbody) is not None
+    return {"decode_filter": median_ms(lambda: decode_args(fbody)),
+            "answer_filter": median_ms(lambda: service.answer_now("filter", fbody)),
+            "decode_prioritize": median_ms(lambda: decode_args(pbody)),
+            "answer_prioritize": median_ms(lambda: service.answer_now("prioritize", pbody))}
 
 
 HEADER = ("| nodes | pod | filter body / answer | prioritize body / answer | floor p50/p99 ms | floor pods/s | "
@@ -257,6 +282,9 @@ def print_row(r: dict[str, Any]) -> None:
           f"{r['floor_p50'] * 1e3:.2f}/{r['floor_p99'] * 1e3:.2f} | {r['floor_pods_s']:.0f} | "
           f"{r['floor_cpu'] * 1e3:.2f} | {r['extender_p50'] * 1e3:.2f}/{r['extender_p99'] * 1e3:.2f} | "
           f"{r['extender_pods_s']:.0f} | {r['extender_cpu'] * 1e3:.2f} | {r['ratio']:.2f}x |", flush=True)
+    ip = r["in_process"]
+    print(f"|   | in process, ms p50 | decode {ip['decode_filter']:.3f}, answer {ip['answer_filter']:.3f} | "
+          f"decode {ip['decode_prioritize']:.3f}, answer {ip['answer_prioritize']:.3f} |||||||", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
