@@ -25,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,7 +45,7 @@ RESULTS = REPO / "out" / "e2e-results"
 
 
 @pytest.fixture(scope="module")
-def fleet(cluster: Cluster) -> Iterator[tuple[Cluster, str, Callable[[int], None]]]:
+def fleet(cluster: Cluster) -> Iterator[tuple[Cluster, str, Callable[[int], None], Callable[[], float]]]:
     files = [f for f, _ in CLASSES.values()]
     names = list(CLASSES)
     proc, url = cluster.start_extender(extra=["--log-level=warning"])
@@ -60,8 +61,33 @@ def fleet(cluster: Cluster) -> Iterator[tuple[Cluster, str, Callable[[int], None
         wait_for(f"the extender's cache holds {n} nodes",
                  lambda: metric(url, "gputopo_extender_cache_objects", 'kind="nodes"') >= n, 300, interval_s=1)
 
-    yield cluster, url, grow
+    def cpu_seconds() -> float:
+        """The extender process's CPU time so far (user + system)."""
+        assert proc.popen is not None
+        fields = Path(f"/proc/{proc.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    yield cluster, url, grow, cpu_seconds
     cluster.stop(proc.name)
+
+
+def _extender_work(url: str, cpu_seconds: Callable[[], float]) -> dict[str, float]:
+    """Counters of the extender's own work: CPU, server-side seconds and node names per verb."""
+    out = {"cpu_s": cpu_seconds()}
+    for verb in ("filter", "prioritize"):
+        out[f"{verb}_calls"] = metric(url, "gputopo_extender_request_seconds_count", f'verb="{verb}"')
+        out[f"{verb}_s"] = metric(url, "gputopo_extender_request_seconds_sum", f'verb="{verb}"')
+    out["filter_names"] = metric(url, "gputopo_extender_nodes_total", 'verb="filter"')
+    return out
+
+
+def _work_per_pod(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    d = {k: after[k] - before[k] for k in before}
+    per = max(1.0, d["filter_calls"])
+    return {"extender_cpu_ms_per_pod": round(d["cpu_s"] / PODS * 1e3, 2),
+            "filter_ms_mean": round(d["filter_s"] / per * 1e3, 2),
+            "prioritize_ms_mean": round(d["prioritize_s"] / max(1.0, d["prioritize_calls"]) * 1e3, 2),
+            "names_per_filter": round(d["filter_names"] / per, 1)}
 
 
 def _pods(side: str, nodes: int) -> list[dict[str, Any]]:
@@ -114,15 +140,19 @@ def _run(cluster: Cluster, side: str, extender_url: str | None, nodes: int) -> d
 
 
 @pytest.mark.parametrize("nodes", SIZES)
-def test_throughput_with_and_without_the_extender(fleet: tuple[Cluster, str, Callable[[int], None]],
-                                                  nodes: int) -> None:
-    cluster, url, grow = fleet
+def test_throughput_with_and_without_the_extender(
+        fleet: tuple[Cluster, str, Callable[[int], None], Callable[[], float]], nodes: int) -> None:
+    cluster, url, grow, cpu_seconds = fleet
     grow(nodes)
     calls = metric(url, "gputopo_extender_requests_total", 'verb="filter"')
+    work0 = _extender_work(url, cpu_seconds)
     without = _run(cluster, "baseline", None, nodes)
     assert metric(url, "gputopo_extender_requests_total", 'verb="filter"') == calls  # baseline: not called
+    work1 = _extender_work(url, cpu_seconds)
+    without["extender"] = _work_per_pod(work0, work1)  # the informer following the bindings only
     prioritized0 = metric(url, "gputopo_extender_requests_total", 'verb="prioritize"', 'outcome="ok"')
     with_ext = _run(cluster, "extender", url, nodes)
+    with_ext["extender"] = _work_per_pod(work1, _extender_work(url, cpu_seconds))
     filtered = metric(url, "gputopo_extender_requests_total", 'verb="filter"', 'outcome="ok"') - calls
     prioritized = metric(url, "gputopo_extender_requests_total", 'verb="prioritize"', 'outcome="ok"') - prioritized0
     assert filtered >= PODS and prioritized >= PODS, (filtered, prioritized)  # every pod went through us
@@ -142,5 +172,6 @@ def test_throughput_with_and_without_the_extender(fleet: tuple[Cluster, str, Cal
     path.write_text(json.dumps(results, indent=2))
     report(f"throughput: {PODS} pods on {nodes} nodes, client QPS {client['qps']} burst {client['burst']}: "
            f"without extender {without['pods_per_s']} pods/s, with extender {with_ext['pods_per_s']} pods/s, "
-           f"ratio {ratio:.2f}")
+           f"ratio {ratio:.2f}; extender work per pod with it: {with_ext['extender']}, "
+           f"without (informer only): {without['extender']}")
     assert without["pods"] == with_ext["pods"] == PODS
