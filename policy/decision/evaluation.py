@@ -36,10 +36,11 @@ def refusal(k: int, required: LinkLevel, unresolvable: bool) -> str:
     event by counting nodes per *identical* reason string ("0/5000 nodes are available: 1964
     hardware has no 4 GPUs joined through a bonded set of NVLinks, 2750 Insufficient
     nvidia.com/gpu, 286 no 4 free GPUs joined through a bonded set of NVLinks.") and cuts the
-    event at 1,024 bytes; a reason per free set would list dozens of variants and push the rest out. And the reason is repeated for every
-    refused node in the answer kube-scheduler decodes on its serial path. "free" tells the
-    two apart: not now (preemption may help) or not on this hardware (unresolvable). The
-    per-node detail (the free islands) is :attr:`Verdict.detail`, for explanations and logs.
+    event at 1,024 bytes; a reason per free set would list dozens of variants and push the rest
+    out. And the reason is repeated for every refused node in the answer kube-scheduler decodes
+    on its serial path. "free" tells the two apart: not now (preemption may help) or not on this
+    hardware (unresolvable). The per-node detail (the free islands) is :attr:`Verdict.detail`,
+    for explanations and logs. The level's words are the one table's (``LEVEL_MEANING``).
 
     >>> refusal(4, LinkLevel.NVLINK, False)
     'no 4 free GPUs joined through a bonded set of NVLinks'

@@ -110,7 +110,8 @@ def test_single_gpu_pods_fill_a_broken_pair_first(scenario: Scenario) -> None:
 
 
 def test_required_pod_nothing_can_host_stays_pending_with_our_reason(scenario: Scenario) -> None:
-    reason = "hardware has no 8 GPUs joined through a bonded set of NVLinks"  # policy.decision.evaluation.refusal(8, NVLINK, True)
+    # the unresolvable reason, the same string for every node that has no such set even when idle
+    reason = "hardware has no 8 GPUs joined through a bonded set of NVLinks"
     pod = notebook_pod("needs-8-nvlink", gpus=8)
     pod["metadata"]["annotations"] = {"gputopo.io/placement": "required", "gputopo.io/max-level": "nvlink"}
     key = scenario.create(pod)
