@@ -25,7 +25,7 @@ def level_words(level: LinkLevel) -> str:
 
 
 def describe_level(level: LinkLevel) -> str:
-    """How a level reads in a filter message ("needs 4 GPUs joined through at most a single PCIe bridge (pix)")."""
+    """A level with its slug, for a verdict's detail ("joined through at most a single PCIe bridge (pix)")."""
     return f"{level_words(level)} ({level.slug})"
 
 
