@@ -37,6 +37,7 @@ from __future__ import annotations
 import enum
 import functools
 import itertools
+import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -246,9 +247,7 @@ class BandwidthModel:
                 if all(h.transport is Transport.NVLINK for h in found[2]):
                     break  # an all-NVLink ring of the tightest links: nothing shared, nothing better
             assert best is not None
-            if any(h.transport is Transport.NVLINK for h in best[2]) and not all(
-                h.transport is Transport.NVLINK for h in best[2]
-            ):
+            if self._has_nvlink(ps) and not all(h.transport is Transport.NVLINK for h in best[2]):
                 best = self._improve(best)  # NVLink and PCIe mixed: the candidates are compositions
             ring_gbps, ring, hops, limits, assumed = best
         network: NetworkPath | None = None
@@ -279,12 +278,7 @@ class BandwidthModel:
         links, not shared uplinks, and may leave a socket twice.
         """
         contiguous = sorted(ps, key=lambda p: (*self._order[p], p))
-        links = self.topo.links
-        if not any(
-            (lk := links[p][q]) is not None and lk.level is LinkLevel.NVLINK
-            for i, p in enumerate(ps)
-            for q in ps[i + 1:]
-        ):
+        if not self._has_nvlink(ps):
             return [contiguous]
         out: list[list[int]] = []
         placement = self._placer.best([self._index[p] for p in ps], len(ps))
@@ -303,12 +297,20 @@ class BandwidthModel:
             out.append(composed)
         return out
 
+    def _has_nvlink(self, ps: list[int]) -> bool:
+        links = self.topo.links
+        return any(
+            (lk := links[p][q]) is not None and lk.level is LinkLevel.NVLINK
+            for i, p in enumerate(ps)
+            for q in ps[i + 1:]
+        )
+
     def _improve(
         self, best: tuple[float, list[int], tuple[Hop, ...], list[Limit], list[str]],
     ) -> tuple[float, list[int], tuple[Hop, ...], list[Limit], list[str]]:
         """Improve a candidate ring by 2-opt moves (reverse one stretch) while that raises its value.
 
-        Only for rings that mix NVLink and PCIe hops: a PCIe-only set has one candidate, the
+        Only for sets with NVLink whose best candidate is not all NVLink: a PCIe-only set has one candidate, the
         order that visits every socket, host bridge and switch in one stretch, which no move
         improves under these rules; an all-NVLink ring shares nothing.
 
@@ -317,11 +319,22 @@ class BandwidthModel:
         orders until it finds the fastest. Without this step a slower link could *raise* a
         prediction (a property test found one: GPU0-GPU1 NODE → SYS took a 6-GPU set from
         6 to 12 GB/s, because only the SYS matrix led to the ring that spares the uplink).
-        First improvement wins and the search starts again from it; at most
-        :data:`~labeler.topology.limits.RING_IMPROVE_BUDGET` rings are evaluated.
+        When every ring of the set fits the budget (up to 6 GPUs: (n-1)!/2 = 60 rings) all of
+        them are tried, so the answer is the best ring and a slower link can never raise it;
+        beyond, first improvement wins and the search starts again from it, at most
+        :data:`~labeler.topology.limits.RING_IMPROVE_BUDGET` rings in all.
         """
         budget = limits.RING_IMPROVE_BUDGET
-        n = len(best[1])
+        ring = best[1]
+        n = len(ring)
+        if math.factorial(n - 1) // 2 <= budget:
+            head, rest = ring[0], ring[1:]
+            for order in itertools.permutations(rest):
+                if order[0] < order[-1]:  # each ring once, not also backwards
+                    found = self._evaluate([head, *order])
+                    if found[0] > best[0]:
+                        best = found
+            return best
         moves = [(i, j) for i in range(1, n - 1) for j in range(i + 1, n) if not (i == 1 and j == n - 1)]
         improved = True
         while improved and budget > 0:

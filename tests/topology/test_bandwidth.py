@@ -268,6 +268,30 @@ def test_a_ring_that_spares_a_shared_uplink_is_found() -> None:
     assert found.bottleneck.kind == "hop"
 
 
+def test_a_set_with_nvlink_whose_best_candidate_is_all_pcie_is_searched_too() -> None:
+    # The property found a second case: 6 V100s as above, the set 0-4 holds one NVLink pair (0-2) but
+    # both candidate rings are all PCIe. GPUs 1, 2, 4 share a PCIe switch (PIX), 3 sits beside it (PXB),
+    # 0 on another host bridge (NODE). Ring 0-1-2-4-3: every hop 12 GB/s (Gen3 x16; host memory for
+    # the NODE hops, P2P inside the switch tree); the PIX switch sees 0->1 in and 4->3 out, one stream
+    # each way: 12 GB/s. The first candidate, 0-1-2-3-4, leaves the switch (2->3) and comes back
+    # (3->4): two streams in on its uplink, 12 / 2 = 6 GB/s.
+    topo = m.with_facts(
+        factories.from_tokens([
+            "X NODE NV1 NODE NODE NODE",
+            "NODE X PIX PXB PIX NV1",
+            "NV1 PIX X PXB PIX NV1",
+            "NODE PXB PXB X PXB PXB",
+            "NODE PIX PIX PXB X PIX",
+            "NODE NV1 NV1 PXB PIX X",
+        ]),
+        m.VOLTA, m.GEN3_X16, p2p=P2P.OK,
+    )
+    found = busbw.predict(topo, range(5))
+    assert found is not None
+    assert found.gbps == pytest.approx(12.0)
+    assert found.bottleneck.kind == "hop"
+
+
 # -- the explanation -----------------------------------------------------------------------------------
 def test_explanation_names_ring_bottleneck_and_source() -> None:
     geforce = m.geforce_pairs_two_sockets(P2P.OK)
