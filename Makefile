@@ -41,8 +41,13 @@ kube:
 	@bash hack/kube/build.sh
 
 # One scenario: make e2e E2E_ARGS="-k scheduling"   (or E2E_ARGS=tests/e2e/test_e2e_agent.py)
+# build.sh prints the directory as its last stdout line (its progress goes to stderr). No pipe: a failed
+# build stops here with its own status, and pytest never starts with an empty E2E_KUBE_BIN (which would
+# make tests/e2e/kubebin.py build a second time).
 e2e: $(STAMP)
-	@dir=$$(bash hack/kube/build.sh | tail -n1) && \
+	@out=$$(bash hack/kube/build.sh) || exit $$?; \
+	dir=$$(printf '%s\n' "$$out" | tail -n1); \
+	[ -d "$$dir" ] || { echo "make e2e: hack/kube/build.sh printed no directory (got '$$dir')" >&2; exit 1; }; \
 	E2E_KUBE_BIN=$$dir $(BIN)/pytest -q -p no:xdist -m e2e tests/e2e $(E2E_ARGS)
 
 bench: $(STAMP)
