@@ -31,6 +31,7 @@ from extender.settings import _split as _split_commas  # the extender's reading 
 from gputopo import guard
 from labeler.agent.settings import AgentSettings
 from labeler.topology import carrier, labels
+from labeler.topology.errors import ConfigError
 from labeler.topology.findings import Severity
 from policy.audit.cluster_audit import SEVERITY_ORDER, ClusterAudit, audit
 from policy.audit.cluster_nodes import DEFAULT_POOL_KEYS, DEFAULT_TYPE_KEYS, AuditConfig
@@ -165,25 +166,14 @@ class _UsageError(Exception):
 
 
 def _core_api(settings: AuditClusterSettings) -> Any:
-    """A CoreV1Api from --kubeconfig, else $KUBECONFIG / ~/.kube/config, else the in-cluster service account."""
-    from kubernetes import client as k8s
-    from kubernetes import config as kconfig
+    """A CoreV1Api from --kubeconfig, else $KUBECONFIG / ~/.kube/config, else the in-cluster service account
+    (:mod:`kubeio.client`: the order of every gputopo process)."""
+    from kubeio.client import core_api
 
-    cfg = k8s.Configuration()
-    default = os.environ.get("KUBECONFIG") or str(Path(kconfig.KUBE_CONFIG_DEFAULT_LOCATION).expanduser())
     try:
-        if settings.kubeconfig:
-            kconfig.load_kube_config(config_file=settings.kubeconfig, context=settings.context,
-                                     client_configuration=cfg)
-        elif os.environ.get("KUBECONFIG") or Path(default).exists() or "KUBERNETES_SERVICE_HOST" not in os.environ:
-            kconfig.load_kube_config(context=settings.context, client_configuration=cfg)
-        else:
-            kconfig.load_incluster_config(client_configuration=cfg)
-    except (kconfig.ConfigException, OSError, ValueError, TypeError) as err:
-        where = settings.kubeconfig or default
-        raise _UsageError(f"no usable Kubernetes configuration ({where}, or in-cluster): "
-                          f"{' '.join(str(err).split())[:200]}") from None
-    return k8s.CoreV1Api(k8s.ApiClient(cfg))
+        return core_api(settings.kubeconfig, context=settings.context)
+    except ConfigError as err:
+        raise _UsageError(str(err)) from None
 
 
 class _Bar:

@@ -13,6 +13,7 @@ import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from kubeio import client as kube_client
 from labeler.topology.errors import ConfigError, GputopoError
 
 __all__ = ["MAX_ANNOTATION_BYTES", "NodeReadError", "core_api", "read_node_annotations"]
@@ -26,11 +27,10 @@ class NodeReadError(GputopoError):
 
 
 def core_api() -> k8s.CoreV1Api:
-    """CoreV1Api from the in-cluster service account, else the default kubeconfig (the agent's wiring)."""
-    from labeler.agent.factory import client_for
-
+    """CoreV1Api from ``$KUBECONFIG`` or ``~/.kube/config``, else the in-cluster service account
+    (:mod:`kubeio.client`, the order of every gputopo process)."""
     try:
-        return k8s.CoreV1Api(client_for(None))
+        return kube_client.core_api()
     except ConfigError as err:
         raise NodeReadError(str(err)) from err
 

@@ -2,8 +2,9 @@
 
 Why separate from the loop: the loop only knows the small protocols in
 :mod:`labeler.agent.sources`; this is the one place that imports the discovery
-package (NVML, nvidia-smi, sysfs, kubelet gRPC) and the kubernetes client
-configuration, lazily, so tests and ``--topology-file`` runs need none of it.
+package (NVML, nvidia-smi, sysfs, kubelet gRPC), lazily, so tests and ``--topology-file``
+runs need none of it; the API client comes from the one builder every process uses
+(:mod:`kubeio.client`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import urllib3
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 
+from kubeio import client as kube_client
 from labeler.agent.settings import AgentSettings
 from labeler.agent.sources import AllocationSource, FileProber, ProbeOutcome, Prober
 from labeler.topology.errors import ConfigError, ProbeError
@@ -29,36 +29,15 @@ __all__ = [
     "api_client",
     "build_allocation_source",
     "build_prober",
-    "client_for",
     "core_api",
 ]
 
 
 def api_client(settings: AgentSettings) -> k8s.ApiClient:
-    """An ApiClient from the in-cluster service account, else a kubeconfig (see :func:`client_for`)."""
-    return client_for(settings.kubeconfig)
-
-
-def client_for(kubeconfig: Path | None) -> k8s.ApiClient:
-    """An ApiClient from ``kubeconfig``, else the in-cluster service account, else the default kubeconfig.
-
-    urllib3's own retries are switched off: the publisher retries with backoff
-    and counts every attempt, and urllib3 would otherwise sleep on Retry-After
-    for GETs behind our back. Raises :class:`ConfigError` without any configuration.
-    """
-    cfg = k8s.Configuration()
-    try:
-        if kubeconfig is not None:
-            k8s_config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
-        else:
-            try:
-                k8s_config.load_incluster_config(client_configuration=cfg)
-            except k8s_config.ConfigException:
-                k8s_config.load_kube_config(client_configuration=cfg)
-    except (k8s_config.ConfigException, OSError) as err:
-        raise ConfigError(f"no Kubernetes API configuration: {err}") from err
-    cfg.retries = urllib3.Retry(total=0, redirect=0, respect_retry_after_header=False)
-    return k8s.ApiClient(cfg)
+    """The ApiClient of :func:`kubeio.client.api_client`: ``--kubeconfig``, else ``$KUBECONFIG`` or
+    ``~/.kube/config``, else the in-cluster service account; urllib3 retries off (the publisher
+    retries with backoff and counts every attempt). Raises :class:`ConfigError` without any configuration."""
+    return kube_client.api_client(settings.kubeconfig)
 
 
 def core_api(settings: AgentSettings) -> k8s.CoreV1Api:
