@@ -34,7 +34,11 @@ from labeler.agent.configmap import KubeConfigMapPublisher  # noqa: E402
 from labeler.agent.health import AgentMetrics  # noqa: E402
 from labeler.agent.loop import Agent, LoopConfig  # noqa: E402
 from labeler.agent.publish import Backoff, KubeNodePublisher, RetryPolicy  # noqa: E402
+from labeler.agent.settings import AgentSettings  # noqa: E402
 from labeler.topology.errors import ProbeError  # noqa: E402
+
+#: the settings' defaults, without the environment (LoopConfig.from_settings: no second copy)
+SETTINGS = AgentSettings.model_construct()
 
 NODE, NS, P = "gpu-node-1", "gputopo-system", "gputopo.io/"
 CM = "gputopo-alloc-gpu-node-1"
@@ -71,7 +75,9 @@ def run_case(name: str, setup: Callable[[FakeKubeApi, Pods], None], *, which: st
         cm_pub = None if which == "annotation" else KubeConfigMapPublisher(
             kube_api(api.url), NODE, NS, retry=RetryPolicy(5, Backoff(0.5, 8.0), sleep=lambda s: None))
         metrics = AgentMetrics()
-        agent = Agent(LoopConfig(prefix=P, allocation_on_node=which != "configmap", probe_interval_s=60.0),
+        config = LoopConfig.from_settings(SETTINGS, prefix=P, allocation_on_node=which != "configmap",
+                                          probe_interval_s=60.0)
+        agent = Agent(config,
                       prober or ScriptedProber(machine("h100-nv18-8nics")),
                       KubeNodePublisher(kube_api(api.url), NODE, P, sleep=lambda s: None), pods, metrics=metrics,
                       allocation_publisher=cm_pub, clock=clock, wall_clock=lambda: 1.7e9 + clock.t)

@@ -54,9 +54,13 @@ from kubernetes import client as k8s  # noqa: E402
 from labeler.agent.configmap import CarrierResult, KubeConfigMapPublisher  # noqa: E402
 from labeler.agent.loop import Agent, LoopConfig  # noqa: E402
 from labeler.agent.publish import KubeNodePublisher, Planner, PublishResult, RetryPolicy  # noqa: E402
+from labeler.agent.settings import AgentSettings  # noqa: E402
 from labeler.agent.sources import ProbeOutcome  # noqa: E402
 from labeler.topology import allocation, smi_parser  # noqa: E402
 from labeler.topology.model import Topology  # noqa: E402
+
+#: the settings' defaults, without the environment (LoopConfig.from_settings: no second copy)
+SETTINGS = AgentSettings.model_construct()
 
 NODE = "gpu-node-1"
 P = "gputopo.io/"
@@ -189,9 +193,9 @@ def run(name: str, hours: float, *, churn: SimKubelet | None, min_interval: floa
         api.add_node(realistic_gpu_node(NODE))
         pub = TimedPublisher(KubeNodePublisher(kube_api(api.url), NODE, P, sleep=lambda s: None), clock)
         # refresh off: these rows measure what pod churn costs; the heartbeat adds 3600/refresh writes/h (agent.md)
-        cfg = LoopConfig(prefix=P, allocation_interval_s=poll, allocation_min_interval_s=min_interval,
-                         allocation_coalesce_s=coalesce, allocation_on_node=carrier != "configmap",
-                         allocation_refresh_s=0.0)
+        cfg = LoopConfig.from_settings(SETTINGS, prefix=P, allocation_interval_s=poll,
+                                       allocation_min_interval_s=min_interval, allocation_coalesce_s=coalesce,
+                                       allocation_on_node=carrier != "configmap", allocation_refresh_s=0.0)
         cm_pub = None
         if carrier == "configmap":
             writer = KubeConfigMapPublisher(kube_api(api.url), NODE, "gputopo-system",

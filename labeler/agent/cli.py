@@ -116,18 +116,7 @@ def _publisher(settings: AgentSettings) -> Publisher:
 
 
 def loop_config(settings: AgentSettings) -> LoopConfig:
-    return LoopConfig(
-        prefix=settings.prefix,
-        probe_interval_s=settings.probe_interval,
-        probe_backoff_max_s=settings.probe_backoff_max,
-        allocation_interval_s=settings.allocation_interval,
-        allocation_min_interval_s=settings.allocation_min_interval,
-        allocation_coalesce_s=settings.allocation_coalesce,
-        allocation_refresh_s=settings.allocation_refresh,
-        resync_interval_s=settings.resync_interval,
-        publish_retry_s=settings.publish_retry,
-        allocation_on_node=settings.allocation_carrier in ("annotation", "both"),
-    )
+    return LoopConfig.from_settings(settings)
 
 
 def main(argv: Sequence[str]) -> int:

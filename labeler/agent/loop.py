@@ -48,12 +48,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from labeler.agent.configmap import AllocationPublisher, CarrierResult
 from labeler.agent.desired import Hardware, desired_node
 from labeler.agent.health import AgentMetrics
 from labeler.agent.patch import Desired, NodeMeta
 from labeler.agent.publish import Publisher, PublishResult
+from labeler.agent.settings import AgentSettings
 from labeler.agent.sources import AllocationSource, ProbeOutcome, Prober
 from labeler.topology import allocation, labels
 from labeler.topology.errors import NoGpuError, ProbeError, PublishError
@@ -70,25 +72,47 @@ TARGET_NODE = "node"
 TARGET_CONFIGMAP = "configmap"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoopConfig:
-    """Timing and naming of the loop (a subset of :class:`~labeler.agent.settings.AgentSettings`)."""
+    """Timing and naming of the loop: a subset of :class:`~labeler.agent.settings.AgentSettings`.
 
-    prefix: str = labels.DEFAULT_PREFIX
-    probe_interval_s: float = 60.0
-    probe_backoff_max_s: float = 600.0
-    allocation_interval_s: float = 5.0
-    allocation_min_interval_s: float = 10.0
-    allocation_coalesce_s: float = 1.0
-    resync_interval_s: float = 300.0
-    publish_retry_s: float = 30.0
-    heartbeat_s: float = 5.0
+    No field repeats a default of the settings (one settings object per process): build it with
+    :meth:`from_settings`, which tests and benchmarks use too, changing only what they vary.
+    """
+
+    prefix: str
+    probe_interval_s: float
+    probe_backoff_max_s: float
+    allocation_interval_s: float
+    allocation_min_interval_s: float
+    allocation_coalesce_s: float
+    resync_interval_s: float
+    publish_retry_s: float
     #: carry the allocation in the Node annotation ``{prefix}allocation`` (carriers ``annotation``/``both``);
     #: when False the planner leaves it out, so a stale one we own is removed from the Node
-    allocation_on_node: bool = True
+    allocation_on_node: bool
     #: re-stamp an unchanged allocation (its ``ts``) this often, so the extender can tell a live agent's
     #: allocation from a dead one's (``ALLOCATION_MAX_AGE`` there); 0 = never
-    allocation_refresh_s: float = 600.0
+    allocation_refresh_s: float
+    #: the loop's own tick while waiting (not a setting: it only bounds how late a due step starts)
+    heartbeat_s: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings, **changes: Any) -> LoopConfig:
+        """The loop's view of ``settings``; ``changes`` (field names of this class) replace single values."""
+        config = cls(
+            prefix=settings.prefix,
+            probe_interval_s=settings.probe_interval,
+            probe_backoff_max_s=settings.probe_backoff_max,
+            allocation_interval_s=settings.allocation_interval,
+            allocation_min_interval_s=settings.allocation_min_interval,
+            allocation_coalesce_s=settings.allocation_coalesce,
+            allocation_refresh_s=settings.allocation_refresh,
+            resync_interval_s=settings.resync_interval,
+            publish_retry_s=settings.publish_retry,
+            allocation_on_node=settings.allocation_carrier in ("annotation", "both"),
+        )
+        return dataclasses.replace(config, **changes) if changes else config
 
 
 @dataclass(frozen=True)

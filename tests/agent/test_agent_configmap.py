@@ -26,9 +26,12 @@ from labeler.agent.health import AgentMetrics
 from labeler.agent.loop import Agent, LoopConfig
 from labeler.agent.patch import MERGE_PATCH
 from labeler.agent.publish import Backoff, KubeNodePublisher, RetryPolicy
-from labeler.agent.settings import load
+from labeler.agent.settings import AgentSettings, load
 from labeler.topology import allocation, carrier
 from labeler.topology.errors import ConfigError, PublishError
+
+#: the settings' defaults, without the environment (LoopConfig.from_settings: no second copy)
+SETTINGS = AgentSettings.model_construct()
 
 P = "gputopo.io/"
 NODE = "gpu-node-1"
@@ -191,7 +194,7 @@ def carrier_agent(api: FakeKubeApi, pods: Pods, which: str) -> tuple[Agent, Cloc
     clock = Clock()
     pub = KubeNodePublisher(kube_api(api.url), NODE, P, sleep=lambda s: None, rand=lambda: 0.0)
     cm_pub = None if which == "annotation" else cm_publisher(api)
-    config = LoopConfig(prefix=P, allocation_on_node=which in ("annotation", "both"))
+    config = LoopConfig.from_settings(SETTINGS, prefix=P, allocation_on_node=which in ("annotation", "both"))
     agent = Agent(config, ScriptedProber(machine("h100-nv18-8nics")), pub, pods, metrics=AgentMetrics(),
                   allocation_publisher=cm_pub, clock=clock, wall_clock=lambda: 1.7e9 + clock.t)
     return agent, clock

@@ -15,10 +15,14 @@ from fake_kube_api import FakeKubeApi
 from labeler.agent.health import AgentMetrics
 from labeler.agent.loop import NO_GPU_REASON, Agent, LoopConfig
 from labeler.agent.publish import KubeNodePublisher
+from labeler.agent.settings import AgentSettings
 from labeler.agent.sources import ProbeOutcome
 from labeler.topology import allocation, labels
 from labeler.topology.errors import NoGpuError, ProbeError, SourceUnavailable
 from labeler.topology.model import Topology
+
+#: the settings' defaults, without the environment (LoopConfig.from_settings: no second copy)
+SETTINGS = AgentSettings.model_construct()
 
 P = "gputopo.io/"
 NODE = "gpu-node-1"
@@ -64,7 +68,7 @@ class Pods:
 def make_agent(api: FakeKubeApi, prober: ScriptedProber, pods: Pods | None = None, **cfg: float) -> tuple[Agent, Clock]:
     clock = Clock()
     pub = KubeNodePublisher(kube_api(api.url), NODE, P, sleep=lambda s: None, rand=lambda: 0.0)
-    config = LoopConfig(prefix=P, **cfg)  # type: ignore[arg-type]
+    config = LoopConfig.from_settings(SETTINGS, prefix=P, **cfg)  # type: ignore[arg-type]
     agent = Agent(config, prober, pub, pods, metrics=AgentMetrics(), clock=clock, wall_clock=lambda: 1.7e9 + clock.t)
     return agent, clock
 

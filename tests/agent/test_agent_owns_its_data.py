@@ -37,8 +37,12 @@ from labeler.agent.configmap import KubeConfigMapPublisher
 from labeler.agent.health import AgentMetrics
 from labeler.agent.loop import Agent, LoopConfig
 from labeler.agent.publish import Backoff, KubeNodePublisher, RetryPolicy
+from labeler.agent.settings import AgentSettings
 from labeler.topology import allocation, carrier, labels
 from labeler.topology.errors import ProbeError
+
+#: the settings' defaults, without the environment (LoopConfig.from_settings: no second copy)
+SETTINGS = AgentSettings.model_construct()
 
 P = "gputopo.io/"
 NODE = "gpu-node-1"
@@ -71,7 +75,7 @@ def agent_with(api: FakeKubeApi, pods: Pods, which: str, prober: ScriptedProber 
     if which != "annotation":
         retry = RetryPolicy(5, Backoff(0.5, 8.0), sleep=lambda s: None, rand=lambda: 0.5)
         cm_pub = KubeConfigMapPublisher(kube_api(api.url), NODE, NS, retry=retry)
-    config = LoopConfig(prefix=P, allocation_on_node=which in ("annotation", "both"), **cfg)
+    config = LoopConfig.from_settings(SETTINGS, prefix=P, allocation_on_node=which in ("annotation", "both"), **cfg)
     agent = Agent(config, prober or ScriptedProber(machine("h100-nv18-8nics")), node_pub, pods,
                   metrics=AgentMetrics(), allocation_publisher=cm_pub, clock=clock,
                   wall_clock=lambda: T0 + clock.t)

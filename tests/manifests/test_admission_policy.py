@@ -298,6 +298,9 @@ def test_every_write_the_agent_makes_is_allowed() -> None:
     from labeler.agent.configmap import KubeConfigMapPublisher
     from labeler.agent.loop import Agent, LoopConfig
     from labeler.agent.publish import KubeNodePublisher
+    from labeler.agent.settings import AgentSettings
+
+    defaults = AgentSettings.model_construct()
     from labeler.topology.errors import ProbeError
 
     checked = 0
@@ -311,7 +314,9 @@ def test_every_write_the_agent_makes_is_allowed() -> None:
             pods = Pods()
             cm_pub = None if which == "annotation" else KubeConfigMapPublisher(kube_api(api.url), N1, NS)
             prober = ScriptedProber(machine("h100-nv18-8nics"), ProbeError("NVML gone"), machine("h100-nv18-8nics"))
-            agent = Agent(LoopConfig(prefix=P, allocation_on_node=which != "configmap", probe_interval_s=60.0),
+            config = LoopConfig.from_settings(defaults, prefix=P, allocation_on_node=which != "configmap",
+                                              probe_interval_s=60.0)
+            agent = Agent(config,
                           prober, KubeNodePublisher(kube_api(api.url), N1, P, sleep=lambda s: None),
                           pods, allocation_publisher=cm_pub, clock=clock, wall_clock=lambda c=clock: 1.7e9 + c.t)
             state = {"node": api.node(N1), "cm": None}
