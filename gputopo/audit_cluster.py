@@ -27,8 +27,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from rich.console import Console
 
 from extender.settings import ExtenderSettings
-from extender.settings import _split as _split_commas  # the extender's reading of comma-separated settings
 from gputopo import guard
+from kubeio import names
 from labeler.agent.settings import AgentSettings
 from labeler.topology import carrier, labels
 from labeler.topology.errors import ConfigError
@@ -71,7 +71,7 @@ class AuditClusterSettings(BaseSettings):
     context: str | None = None
     prefix: str = labels.DEFAULT_PREFIX
     resource: str = GPU_RESOURCE
-    allocation_namespace: str = Field(carrier.DEFAULT_NAMESPACE, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    allocation_namespace: str = carrier.DEFAULT_NAMESPACE
     #: the extender's rule (ExtenderSettings.allocation_max_age_seconds): older allocations are stale; 0 = never
     allocation_max_age_seconds: float = Field(_MAX_AGE_DEFAULT, ge=0)
     #: the agent's re-stamp period (AgentSettings.allocation_refresh), quoted in findings
@@ -87,7 +87,12 @@ class AuditClusterSettings(BaseSettings):
     @field_validator("pool_keys", "type_keys", "sizes", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
-        return _split_commas(v)
+        return names.split_commas(v)
+
+    @field_validator("allocation_namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        return names.namespace(v)
 
     @field_validator("prefix")
     @classmethod
@@ -97,10 +102,7 @@ class AuditClusterSettings(BaseSettings):
     @field_validator("pool_keys", "type_keys")
     @classmethod
     def _keys(cls, v: list[str]) -> list[str]:
-        bad = [k for k in v if not labels.is_valid_label_key(k)]
-        if bad:
-            raise ValueError(f"not valid label keys: {bad}")
-        return v
+        return names.label_keys(v)
 
     @field_validator("sizes")
     @classmethod

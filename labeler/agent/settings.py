@@ -17,7 +17,6 @@ a stateless extender needs ``annotation`` or ``both``.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,12 +24,11 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kubeio import names
 from labeler.topology import carrier, labels
 from labeler.topology.errors import ConfigError
 
 __all__ = ["AgentSettings", "load"]
-
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class AgentSettings(BaseSettings):
@@ -99,18 +97,12 @@ class AgentSettings(BaseSettings):
     @field_validator("node_name")
     @classmethod
     def _node(cls, v: str) -> str:
-        v = v.strip()
-        if v and (len(v) > 253 or not _DNS_SUBDOMAIN.fullmatch(v)):
-            raise ValueError("not a valid node name (a DNS subdomain)")
-        return v
+        return names.node_name(v) if v.strip() else ""  # empty: checked with dry_run in _consistent
 
     @field_validator("pod_namespace")
     @classmethod
     def _namespace(cls, v: str) -> str:
-        v = v.strip()
-        if not v or len(v) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", v):
-            raise ValueError("not a valid namespace name (a DNS label)")
-        return v
+        return names.namespace(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentSettings:
