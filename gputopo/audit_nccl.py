@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gputopo.guard import PipeSafeConsole, guarded
-from labeler.topology import labels
+from labeler.topology import labels, limits
 from labeler.topology.errors import TopologyError
 from labeler.topology.findings import Finding
 from labeler.topology.model import Topology
@@ -35,7 +35,7 @@ __all__ = ["EXIT_FAR_BELOW", "EXIT_INPUT", "main", "parse_gpu_list"]
 
 EXIT_INPUT = 2
 EXIT_FAR_BELOW = 5
-MAX_GPU_LIST = 1024
+MAX_GPU_LIST = limits.MAX_DEVICE_LIST_ENTRIES  # labeler.topology.limits
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,12 +14,13 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from kubeio import client as kube_client
+from labeler.topology import limits
 from labeler.topology.errors import ConfigError, GputopoError
 
 __all__ = ["MAX_ANNOTATION_BYTES", "NodeReadError", "core_api", "read_node_annotations"]
 
-#: The API server caps all annotations of an object at 256 KiB; refuse anything larger.
-MAX_ANNOTATION_BYTES = 256 * 1024
+#: The API server caps all annotations of an object at 256 KiB; refuse anything larger (limits.py).
+MAX_ANNOTATION_BYTES = limits.MAX_NODE_ANNOTATIONS_BYTES
 
 
 class NodeReadError(GputopoError):

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from labeler.topology import limits
 from simulator.errors import ScenarioError
 from simulator.fleet import load_topology
 from simulator.model import NodeSpec
@@ -30,7 +31,7 @@ from simulator.synthetic import JobMix, ServeMix, SyntheticWorkload
 __all__ = ["DEMO_SCENARIO", "Scenario", "load_scenario", "parse_memory_mib"]
 
 DEMO_SCENARIO = Path(__file__).parent / "scenarios" / "demo.yaml"
-_MAX_NODES = 100_000
+_MAX_NODES = limits.MAX_SCENARIO_NODES  # labeler.topology.limits, with the reason
 _MEM = re.compile(r"^(\d+)(Mi|Gi|Ti)?$")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from labeler.topology import limits
 from simulator.errors import TraceError
 from simulator.model import MILLI, PodSpec
 
@@ -46,11 +47,12 @@ __all__ = [
 DEFAULT_TRACE_DIRS: tuple[str, ...] = ("../shared/traces/alibaba-gpu-v2023", "/work/shared/traces/alibaba-gpu-v2023")
 NODE_LIST = "openb_node_list_gpu_node.csv"
 _POD_PREFIX = "openb_pod_list_"
-_MAX_BYTES = 64 << 20  # the largest openb list is 0.7 MB
-_MAX_ROWS = 1_000_000
-_MAX_CPU_MILLI = 10_000_000
-_MAX_MEMORY_MIB = 1 << 30
-_MAX_GPUS = 64
+# the limits, with their reasons, are in labeler.topology.limits (docs/reliability.md)
+_MAX_BYTES = limits.MAX_TRACE_BYTES
+_MAX_ROWS = limits.MAX_TRACE_ROWS
+_MAX_CPU_MILLI = limits.MAX_TRACE_CPU_MILLI
+_MAX_MEMORY_MIB = limits.MAX_TRACE_MEMORY_MIB
+_MAX_GPUS = limits.MAX_GPUS
 
 
 @dataclass(frozen=True, slots=True)

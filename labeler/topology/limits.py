@@ -11,8 +11,9 @@ reason is given next to it) and low enough that the worst accepted input costs
 milliseconds and kilobytes to megabytes, not seconds and gigabytes.
 
 A value over a limit is a :class:`~labeler.topology.errors.CodecError` (or, for
-`nvidia-smi` text, a :class:`~labeler.topology.errors.TopologyParseError`) that
-names the limit, never a partial decode. ``docs/reliability.md`` lists them for
+`nvidia-smi` text, a :class:`~labeler.topology.errors.TopologyParseError`; for an nccl-tests log
+a ``NcclLogError``, for a device list a ``DeviceListError``, both ``CodecError``s; for a trace
+file a ``TraceError``) that names the limit, never a partial decode. ``docs/reliability.md`` lists them for
 operators; tests in ``tests/topology/test_limits.py`` pin each one.
 """
 
@@ -22,18 +23,35 @@ __all__ = [
     "MAX_AFFINITY_IDS",
     "MAX_ALLOCATION_JSON_CHARS",
     "MAX_CPU_ID",
+    "MAX_DEVICE_LIST_CHARS",
+    "MAX_DEVICE_LIST_ENTRIES",
+    "MAX_ENDPOINTS",
     "MAX_GPUS",
     "MAX_GPU_INDEX",
     "MAX_JSON_DEPTH",
+    "MAX_NCCL_HOPS",
+    "MAX_NCCL_LINE_CHARS",
+    "MAX_NCCL_LOG_CHARS",
+    "MAX_NCCL_RANKS",
+    "MAX_NCCL_ROWS",
+    "MAX_NCCL_SECTIONS",
     "MAX_NICS",
+    "MAX_NIC_RATE_MBPS",
+    "MAX_NODE_ANNOTATIONS_BYTES",
     "MAX_NUMA_ID",
+    "MAX_PCIE_VALUE",
     "MAX_POD_KEY_CHARS",
     "MAX_QUANTITY_CHARS",
+    "MAX_SCENARIO_NODES",
     "MAX_SMI_CHARS",
     "MAX_SMI_LINES",
     "MAX_SMI_LINE_CHARS",
     "MAX_STRING_CHARS",
     "MAX_TOPOLOGY_JSON_CHARS",
+    "MAX_TRACE_BYTES",
+    "MAX_TRACE_CPU_MILLI",
+    "MAX_TRACE_MEMORY_MIB",
+    "MAX_TRACE_ROWS",
     "PLACEMENT_EXACT_GPUS",
     "PLACEMENT_STEP_BUDGET",
     "RING_IMPROVE_BUDGET",
@@ -60,6 +78,13 @@ MAX_NUMA_ID = 4095
 #: allows overlapping lists (a VM that gives every GPU all CPUs next to per-node ones). Bounds
 #: the memory one decoded topology can hold to about 1 MB of sets.
 MAX_AFFINITY_IDS = 16384
+#: GPUs + NICs one topology document may list, checked before its n x n matrix is allocated (the
+#: GPU and NIC limits above are checked after; this one bounds the allocation itself to 512²).
+MAX_ENDPOINTS = 512
+#: A NIC's ``rate_mbps`` (facts v2): 100 Tb/s per port, far above any port (400G/800G today).
+MAX_NIC_RATE_MBPS = 10**8
+#: A PCIe generation or lane width (facts v2): small numbers (Gen 1-6, x1-x32).
+MAX_PCIE_VALUE = 64
 
 # -- text and JSON ------------------------------------------------------------------------------
 #: The ``{prefix}topology`` annotation. The API server caps *all* annotations of one object at
@@ -84,6 +109,34 @@ MAX_QUANTITY_CHARS = 64
 MAX_SMI_CHARS = 1024 * 1024
 MAX_SMI_LINE_CHARS = 512 * 1024
 MAX_SMI_LINES = 5_000
+#: All annotations of one Node as read by ``gputopo audit pod`` (the Node's own topology): the API
+#: server refuses an object whose annotations exceed 256 KiB together, so more cannot be real.
+MAX_NODE_ANNOTATIONS_BYTES = 256 * 1024
+#: ``NVIDIA_VISIBLE_DEVICES`` / ``CUDA_VISIBLE_DEVICES`` (``gputopo audit pod``): a 256-GPU UUID
+#: list is ~10 KB, real lists are far shorter; entries of one list (or files of the device
+#: plugin's volume-mounts directory).
+MAX_DEVICE_LIST_CHARS = 16384
+MAX_DEVICE_LIST_ENTRIES = 1024  # also the GPUs of one ``gputopo audit nccl --gpus`` list
+#: An nccl-tests log (``gputopo audit nccl``): the whole text and one line (longer lines are
+#: skipped and counted: NCCL_DEBUG=INFO lines are under 1 KB); then caps on what is kept of it,
+#: each far above a real 16k-GPU job (ranks, result rows, ring/tree hops, test sections), past
+#: which the rest is ignored with a note rather than held.
+MAX_NCCL_LOG_CHARS = 64 * 1024 * 1024
+MAX_NCCL_LINE_CHARS = 16 * 1024
+MAX_NCCL_RANKS = 1 << 16
+MAX_NCCL_ROWS = 1 << 16
+MAX_NCCL_HOPS = 1 << 18
+MAX_NCCL_SECTIONS = 256
+#: A cluster trace for ``gputopo simulate --trace`` (Alibaba openb CSV): file size (the largest
+#: openb list is 0.7 MB), rows, and per-pod CPU (10,000 cores) and memory (1 PiB) requests;
+#: GPUs per node are :data:`MAX_GPUS`.
+MAX_TRACE_BYTES = 64 << 20
+MAX_TRACE_ROWS = 1_000_000
+MAX_TRACE_CPU_MILLI = 10_000_000
+MAX_TRACE_MEMORY_MIB = 1 << 30
+#: Nodes one ``gputopo simulate`` scenario file may declare: 20x the 5,000-node clusters the
+#: extender is sized for; each is a simulated object, so a typo'd count cannot exhaust memory.
+MAX_SCENARIO_NODES = 100_000
 
 # -- work -------------------------------------------------------------------------------------
 #: Components of up to this many GPUs get the exact placement search with no budget: its state

@@ -58,8 +58,8 @@ __all__ = [
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-#: GPUs + NICs one document may describe: the matrix is n², so n is bounded before anything is allocated
-MAX_ENDPOINTS = 512
+#: GPUs + NICs one document may describe (limits.MAX_ENDPOINTS): bounded before the n² matrix is allocated
+MAX_ENDPOINTS = limits.MAX_ENDPOINTS
 UNKNOWN_TOKEN = "?"
 
 #: GPU keys that may move to ``common`` (never index/uuid/bus_id: they identify one GPU)

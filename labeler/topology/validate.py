@@ -105,8 +105,6 @@ def check_topology_v1(doc: object) -> None:
 #: string fields of a v2 GPU (or of ``common``) and the integer fields with their ranges
 _V2_GPU_STRINGS = ("name", "bus_id", "uuid", "arch", "cc", "nvlink_version")
 _V2_LINK_TOKEN_CHARS = 6  # the longest token ("NV999") and its separating blank
-_MAX_RATE_MBPS = 10**8  # 100 Tb/s per NIC: far above any port
-_MAX_PCIE_VALUE = 64  # PCIe generations and lane widths are small numbers
 
 
 def _v2_gpu_fields(doc: Mapping[str, Any], what: str, cpulists: set[tuple[str, str]]) -> None:
@@ -122,7 +120,7 @@ def _v2_gpu_fields(doc: Mapping[str, Any], what: str, cpulists: set[tuple[str, s
     if pcie is not None:
         for item in check_list(pcie, what=f"{what}.pcie", max_len=4):
             if item is not None:
-                check_int(item, what=f"{what}.pcie", lo=0, hi=_MAX_PCIE_VALUE)
+                check_int(item, what=f"{what}.pcie", lo=0, hi=limits.MAX_PCIE_VALUE)
 
 
 def _triangle_rows(value: object, *, what: str, n: int) -> None:
@@ -158,7 +156,7 @@ def check_topology_v2(doc: object) -> None:
         _opt_str(nic, "column", what)
         _opt_str(nic, "device", what)
         if nic.get("rate_mbps") is not None:
-            check_int(nic.get("rate_mbps"), what=f"{what}.rate_mbps", lo=0, hi=_MAX_RATE_MBPS)
+            check_int(nic.get("rate_mbps"), what=f"{what}.rate_mbps", lo=0, hi=limits.MAX_NIC_RATE_MBPS)
     _triangle_rows(doc.get("links"), what="topology links", n=len(gpus) + len(nics))
     p2p = doc.get("p2p")
     if isinstance(p2p, str):

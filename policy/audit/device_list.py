@@ -55,6 +55,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from labeler.topology import limits
 from labeler.topology.errors import DeviceListError
 from labeler.topology.model import Topology
 
@@ -75,10 +76,9 @@ __all__ = [
     "resolve",
 ]
 
-#: Longest value accepted (a 256-GPU UUID list is ~10 KB; real lists are far shorter).
-MAX_VALUE_CHARS = 16384
-#: Most entries accepted in one list.
-MAX_ENTRIES = 1024
+#: Longest value accepted, and most entries in one list (labeler.topology.limits, with the reasons).
+MAX_VALUE_CHARS = limits.MAX_DEVICE_LIST_CHARS
+MAX_ENTRIES = limits.MAX_DEVICE_LIST_ENTRIES
 #: The device plugin's ``volume-mounts`` strategy: the variable holds this path.
 VOLUME_MOUNTS_ROOT = "/var/run/nvidia-container-devices"
 

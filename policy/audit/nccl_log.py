@@ -33,6 +33,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from labeler.topology import limits
 from labeler.topology.errors import NcclLogError
 
 __all__ = [
@@ -49,12 +50,13 @@ __all__ = [
     "parse",
 ]
 
-MAX_LOG_CHARS = 64 * 1024 * 1024
-MAX_LINE_CHARS = 16 * 1024
-MAX_RANKS = 1 << 16
-MAX_ROWS = 1 << 16
-MAX_HOPS = 1 << 18
-MAX_SECTIONS = 256
+#: the limits live in labeler.topology.limits (docs/reliability.md lists them)
+MAX_LOG_CHARS = limits.MAX_NCCL_LOG_CHARS
+MAX_LINE_CHARS = limits.MAX_NCCL_LINE_CHARS
+MAX_RANKS = limits.MAX_NCCL_RANKS
+MAX_ROWS = limits.MAX_NCCL_ROWS
+MAX_HOPS = limits.MAX_NCCL_HOPS
+MAX_SECTIONS = limits.MAX_NCCL_SECTIONS
 
 _INT = r"\d{1,19}"
 _NUM = r"\d{1,15}(?:\.\d{1,9})?"

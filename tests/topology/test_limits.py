@@ -342,3 +342,33 @@ def test_placers_are_bounded_by_bytes() -> None:
                                                 [[SELF if i == j else parse_link_token("SYS") for j in range(n)]
                                                  for i in range(n)]))
     assert placement._PLACERS.bytes <= placement._PLACERS.max_bytes
+
+
+#: input-size limits that stay outside limits.py, each named in docs/reliability.md ("Not in limits.py")
+_ELSEWHERE_ON_PURPOSE = {
+    "extender/server.py": {"MAX_HEAD_BYTES"},  # an extender request limit, beside its HTTP parser
+}
+
+
+def test_every_input_size_limit_is_defined_in_limits_py() -> None:
+    """A number literal bound to a MAX_*CHARS/BYTES/ENTRIES/ROWS/LINES/NODES/DEPTH name outside limits.py
+    is a second place for a limit (review: "every limit in one place"); modules import them instead."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"^(_?MAX_[A-Z_]*(?:CHARS|BYTES|ENTRIES|ROWS|LINES|NODES|DEPTH)[A-Z_]*)\s*(?::[^=]+)?=\s*"
+                         r"[(\d]", re.M)
+    found = {}
+    for package in ("labeler", "policy", "extender", "gputopo", "simulator", "kubeio"):
+        for path in (root / package).rglob("*.py"):
+            rel = path.relative_to(root).as_posix()
+            if rel == "labeler/topology/limits.py" or "/_gen/" in rel:
+                continue
+            names = set(pattern.findall(path.read_text(encoding="utf-8"))) - _ELSEWHERE_ON_PURPOSE.get(rel, set())
+            if names:
+                found[rel] = sorted(names)
+    assert found == {}, f"limits defined outside labeler/topology/limits.py: {found}"
+    doc = (root / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert "Not in `limits.py`, on purpose" in doc and "extender's request limits" in doc
+    assert limits.MAX_ENDPOINTS == serialize.MAX_ENDPOINTS
