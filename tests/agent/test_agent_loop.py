@@ -21,8 +21,9 @@ from labeler.topology import allocation, labels
 from labeler.topology.errors import NoGpuError, ProbeError, SourceUnavailable
 from labeler.topology.model import Topology
 
-#: the settings' defaults, without the environment (LoopConfig.from_settings: no second copy)
-SETTINGS = AgentSettings.model_construct()
+#: the settings' defaults, without the environment (LoopConfig.from_settings: no second copy); these
+#: tests read the allocation back from the Node, so it travels in the annotation
+SETTINGS = AgentSettings.model_construct(allocation_carrier="annotation")
 
 P = "gputopo.io/"
 NODE = "gpu-node-1"
