@@ -12,9 +12,10 @@ What is read, and why only that (docs/audit.md, "What it reads"):
   GPU sizes waiting for a node. Running pods are *not* listed: the allocations already name every
   pod holding GPUs and how many (``used``), and a cluster has many more pods than GPU pods.
 
-Each page is decoded with :func:`json.loads` from the raw response (``_preload_content=False``:
-the client's model classes cost far more than the JSON) and reduced to records at once, so memory
-holds one page of full objects. Nothing in an object can raise here: missing or mistyped fields
+Pages come from :func:`kubeio.pager.pages` (the informer's pager too): each is decoded from the
+raw response (the client's model classes cost far more than the JSON) and reduced to records at
+once, so memory holds one page of full objects; a continue token that expires mid-list restarts
+that list once. Nothing in an object can raise here: missing or mistyped fields
 become absent values, and the analysis (:mod:`policy.audit.cluster_audit`) decodes what is ours.
 
 Failures: a node list that cannot be read ends the audit (:class:`ClusterReadError`); a
@@ -24,14 +25,15 @@ the audit's inputs, and the audit goes on without it.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
+from kubeio import pager
+from kubeio.objects import as_map
 from labeler.topology import carrier
 from labeler.topology.findings import Severity
 from labeler.topology.gcpause import paused_gc
@@ -73,81 +75,52 @@ class ReadResult:
     stats: list[ListStats] = field(default_factory=list)
 
 
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _pages(list_fn: Callable[..., Any], kind: str, *, page_size: int, cached: bool, timeout: float,
            reporter: Reporter | None, stats: ListStats, **query: Any) -> Iterator[list[Any] | None]:
-    """The items of each page. When a continue token expires (410) mid-list, ``None`` (drop what this
-    list gave so far) and the list starts again, once: its pages are one consistent snapshot."""
-    for attempt in (1, 2):
-        cont: str | None = None
-        total: int | None = None
-        seen = 0
-        try:
-            while True:
-                kwargs: dict[str, Any] = {"limit": page_size, "_preload_content": False,
-                                          "_request_timeout": timeout, **query}
-                if cont:
-                    kwargs["_continue"] = cont
-                elif cached:  # served from the API server's watch cache; it may ignore `limit`
-                    kwargs["resource_version"] = "0"
-                    kwargs["resource_version_match"] = "NotOlderThan"
-                resp = list_fn(**kwargs)
-                try:
-                    raw = resp.data
-                finally:
-                    resp.release_conn()
-                doc = json.loads(raw)
-                meta = _map(doc.get("metadata")) if isinstance(doc, dict) else {}
-                items = doc.get("items") if isinstance(doc, dict) else None
-                items = items if isinstance(items, list) else []
-                stats.pages += 1
-                stats.bytes += len(raw)
-                seen += len(items)
-                remaining = meta.get("remainingItemCount")
-                if isinstance(remaining, int) and not isinstance(remaining, bool) and remaining >= 0:
-                    total = seen + remaining
-                elif not meta.get("continue"):
-                    total = seen
-                if reporter is not None:
-                    if stats.pages == 1:
-                        reporter.start(kind, total)
-                    reporter.advance(kind, len(items), total)
-                yield items
-                cont = meta.get("continue") if isinstance(meta.get("continue"), str) else None
-                if not cont:
-                    return
-        except ApiException as err:
-            if err.status == 410 and cont and attempt == 1:
-                stats.pages = stats.bytes = 0
-                yield None  # the continue token expired mid-list: list again from the start
-                continue
-            raise
+    """The items of each page (:func:`kubeio.pager.pages`, with one restart when a continue token expires:
+    ``None`` = drop what this list gave so far), counted in ``stats`` and shown by ``reporter``."""
+    seen = 0
+    for page in pager.pages(list_fn, limit=page_size, timeout=timeout, what=f"{kind} list", cached=cached,
+                            restarts=1, **query):
+        if page is None:
+            stats.pages = stats.bytes = seen = 0
+            yield None
+            continue
+        stats.pages += 1
+        stats.bytes += page.nbytes
+        seen += len(page.items)
+        total = seen + page.remaining if page.remaining is not None else seen if page.last else None
+        if reporter is not None:
+            if stats.pages == 1:
+                reporter.start(kind, total)
+            reporter.advance(kind, len(page.items), total)
+        yield page.items
 
 
 def _node_input(obj: Any, *, prefix: str, resource: str, keep: frozenset[str]) -> NodeInput | None:
     if not isinstance(obj, dict):
         return None
-    meta = _map(obj.get("metadata"))
+    meta = as_map(obj.get("metadata"))
     name = meta.get("name")
     if not isinstance(name, str) or not name:
         return None
-    node_labels = {k: v for k, v in _map(meta.get("labels")).items()
+    node_labels = {k: v for k, v in as_map(meta.get("labels")).items()
                    if isinstance(v, str) and isinstance(k, str) and (k in keep or k.startswith(prefix))}
-    ann = {k: v for k, v in _map(meta.get("annotations")).items()
+    ann = {k: v for k, v in as_map(meta.get("annotations")).items()
            if isinstance(v, str) and isinstance(k, str) and k.startswith(prefix)}
-    raw_cap = _map(_map(obj.get("status")).get("capacity")).get(resource)
+    raw_cap = as_map(as_map(obj.get("status")).get("capacity")).get(resource)
     cap = None if raw_cap is None else parse_quantity_int(raw_cap)
     return NodeInput(name, node_labels, ann, gpu_capacity=-1 if raw_cap is not None and cap is None else cap,
-                     unschedulable=_map(obj.get("spec")).get("unschedulable") is True)
+                     unschedulable=as_map(obj.get("spec")).get("unschedulable") is True)
 
 
 def _optional_list(kind: str, what: str, run: Callable[[], None], findings: list[ClusterFinding]) -> None:
     """Run one list the audit can do without: an API error (RBAC, no such namespace) becomes a finding."""
     try:
         run()
+    except pager.ListDecodeError as err:
+        findings.append(ClusterFinding(Severity.WARNING, f"{kind}-unreadable",
+                                       f"could not list {what}: {err}; the audit goes on without them"))
     except ApiException as err:
         reason = {401: "unauthorized", 403: "forbidden (RBAC)", 404: "not found"}.get(
             err.status or 0, f"HTTP {err.status} {err.reason}")
@@ -206,6 +179,8 @@ def read_cluster(
         _consume(_pages(core_v1.list_node, "nodes", stats=stats["nodes"], **opts), stats["nodes"], node, no_nodes)
     except ApiException as err:
         raise ClusterReadError(f"cannot list nodes: HTTP {err.status} {err.reason}") from err
+    except pager.ListDecodeError as err:
+        raise ClusterReadError(f"cannot list nodes: {err}") from err
     if unnamed[0]:
         findings.append(ClusterFinding(Severity.WARNING, "undecodable-node",
                                        f"{unnamed[0]} listed nodes had no readable name and were skipped"))
@@ -218,8 +193,8 @@ def read_cluster(
         # the extender's rule (extender/cache.py): only a ConfigMap whose name is its node's counts
         node = carrier.claimed_node(obj)
         if node is None and (named := carrier.node_of(obj)) is not None:
-            foreign[str(_map(obj.get("metadata")).get("name"))[:253]] = named[:253]
-        value = _map(obj.get("data")).get(carrier.DATA_KEY)
+            foreign[str(as_map(obj.get("metadata")).get("name"))[:253]] = named[:253]
+        value = as_map(obj.get("data")).get(carrier.DATA_KEY)
         if node is not None and isinstance(value, str):
             allocations.setdefault(node, value)
 
@@ -232,7 +207,7 @@ def read_cluster(
     def pod(obj: Any) -> None:
         gpus = gpu_request(obj, resource) if isinstance(obj, dict) else 0
         if gpus > 0:
-            meta = _map(obj.get("metadata"))
+            meta = as_map(obj.get("metadata"))
             pending.append(PendingPod(f"{meta.get('namespace') or 'default'}/{meta.get('name')}", gpus))
 
     _optional_list("configmaps", f"the allocation ConfigMaps in namespace {namespace}", lambda: _consume(
