@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key-file", help="the PEM private key of --tls-cert-file")
     p.add_argument("--tls-client-ca-file",
                    help="require client certificates signed by this PEM CA bundle (mutual TLS)")
-    p.add_argument("--kubeconfig", help="kubeconfig file for cached mode (default: in-cluster config)")
+    p.add_argument("--kubeconfig", help="kubeconfig file for cached mode (default: $KUBECONFIG or ~/.kube/config, else "
+                   "the in-cluster service account)")
     p.add_argument("--resync-seconds", type=float, help="cached mode: full relist period (default 600)")
     p.add_argument("--watch-timeout-seconds", type=int, help="cached mode: server-side watch timeout (default 300)")
     p.add_argument("--page-size", type=int, help="cached mode: list page size (default 500)")
@@ -94,8 +95,8 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
 
     Nothing here waits for the informers: the server listens at once, ``/healthz``
     answers from the start and ``/readyz`` turns 200 after the first sync.
-    ``core_v1``: a ``kubernetes.client.CoreV1Api``; built from ``--kubeconfig``
-    or the in-cluster config when not given.
+    ``core_v1``: a ``kubernetes.client.CoreV1Api``; when not given, built by :mod:`kubeio.client`
+    (``--kubeconfig``, else ``$KUBECONFIG`` or ``~/.kube/config``, else the in-cluster service account).
     """
     from extender.app import create_app, limits
     from extender.metrics import Metrics
@@ -122,14 +123,9 @@ def build(settings: ExtenderSettings, core_v1: Any | None = None) -> tuple[Any, 
                          allocation_max_age_s=settings.allocation_max_age_seconds)
     service.view = cache
     if core_v1 is None:
-        from kubernetes import client
-        from kubernetes import config as kconfig
+        from kubeio.client import core_api
 
-        if settings.kubeconfig:
-            kconfig.load_kube_config(config_file=settings.kubeconfig)
-        else:
-            kconfig.load_incluster_config()
-        core_v1 = client.CoreV1Api()
+        core_v1 = core_api(settings.kubeconfig)  # the order of every gputopo process; urllib3 retries off
     cache.start(core_v1, page_size=settings.page_size, watch_timeout_seconds=settings.watch_timeout_seconds,
                 resync_seconds=settings.resync_seconds, backoff_seconds=settings.backoff_seconds,
                 max_backoff_seconds=settings.max_backoff_seconds)

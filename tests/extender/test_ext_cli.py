@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -50,11 +51,16 @@ def test_help_mentions_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert flag in text
 
 
-def test_cached_mode_without_cluster_config_is_a_start_up_error(monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_cached_mode_without_cluster_config_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str],
+                                                                     tmp_path: Path) -> None:
+    """No --kubeconfig, no $KUBECONFIG, no ~/.kube/config, not in a pod: exit 2 in one line, as audit cluster."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    assert main(["--mode", "cached"]) == 1
-    assert "cannot start" in capsys.readouterr().err
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["--mode", "cached"]) == 2
+    err = capsys.readouterr().err
+    assert "no Kubernetes API configuration" in err and "not in a cluster" in err and err.count("\n") == 1
 
 
 def test_gputopo_extender_subcommand_reaches_our_main() -> None:
