@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from kubeio import names
 from labeler.topology import carrier, labels
 from labeler.topology.errors import ConfigError
 from policy.scoring import DEFAULT_STRATEGIES, STRATEGIES
@@ -22,10 +23,6 @@ __all__ = ["DEFAULT_LOCALITY_KEYS", "ExtenderSettings", "load"]
 
 
 
-def _split(value: object) -> object:
-    if isinstance(value, str):
-        return [p.strip() for p in value.split(",") if p.strip()]
-    return value
 
 
 class ExtenderSettings(BaseSettings):
@@ -78,7 +75,7 @@ class ExtenderSettings(BaseSettings):
     backoff_seconds: float = Field(1.0, gt=0)
     max_backoff_seconds: float = Field(30.0, gt=0)
     #: cached mode: where the agents' allocation ConfigMaps live (the agent's POD_NAMESPACE)
-    allocation_namespace: str = Field(carrier.DEFAULT_NAMESPACE, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    allocation_namespace: str = carrier.DEFAULT_NAMESPACE
     #: a node whose allocation ``ts`` is older fails open (the agent re-stamps it every 600 s); 0 = never
     allocation_max_age_seconds: float = Field(1800.0, ge=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -86,7 +83,7 @@ class ExtenderSettings(BaseSettings):
     @field_validator("strategies", "locality_keys", mode="before")
     @classmethod
     def _comma_list(cls, v: object) -> object:
-        return _split(v)
+        return names.split_commas(v)
 
     @field_validator("prefix")
     @classmethod
@@ -106,10 +103,12 @@ class ExtenderSettings(BaseSettings):
     @field_validator("locality_keys")
     @classmethod
     def _keys(cls, v: list[str]) -> list[str]:
-        bad = [k for k in v if not labels.is_valid_label_key(k)]
-        if bad:
-            raise ValueError(f"not valid label keys: {bad}")
-        return v
+        return names.label_keys(v)
+
+    @field_validator("allocation_namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        return names.namespace(v)
 
     @model_validator(mode="after")
     def _ports(self) -> ExtenderSettings:

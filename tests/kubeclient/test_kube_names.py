@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from extender.settings import ExtenderSettings
 from gputopo.audit_cluster import AuditClusterSettings
 from kubeio import names
 from labeler.agent.settings import AgentSettings
@@ -55,12 +56,16 @@ def test_label_keys_names_the_bad_ones() -> None:
 
 
 @pytest.mark.parametrize("value", ["GPU-ops", "a" * 64, "gpu.ops"])
-def test_agent_and_audit_refuse_the_same_namespaces(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_agent_extender_and_audit_refuse_the_same_namespaces(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
     with pytest.raises(ValueError, match="not a valid namespace name") as agent_err:
         AgentSettings(node_name="n1", pod_namespace=value)
     with pytest.raises(ValueError, match="not a valid namespace name") as audit_err:
         AuditClusterSettings(allocation_namespace=value)
-    assert agent_err.value.errors()[0]["msg"] == audit_err.value.errors()[0]["msg"]  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="not a valid namespace name") as extender_err:
+        ExtenderSettings(allocation_namespace=value)
+    msgs = {e.value.errors()[0]["msg"] for e in (agent_err, audit_err, extender_err)}  # type: ignore[attr-defined]
+    assert len(msgs) == 1
     assert AgentSettings(node_name="n1", pod_namespace=" gpu-ops ").pod_namespace == "gpu-ops"
     assert AuditClusterSettings(allocation_namespace=" gpu-ops ").allocation_namespace == "gpu-ops"
+    assert ExtenderSettings(allocation_namespace=" gpu-ops ").allocation_namespace == "gpu-ops"
