@@ -51,6 +51,7 @@ from typing import Any
 from extender.answers import AnswerTables, Group, Local, NodeEntry, entry_for
 from extender.metrics import Metrics
 from extender.reflector import Reflector
+from kubeio.objects import as_map
 from labeler.topology import allocation, carrier, labels
 from policy import workload as wl
 from policy.nodes.decode import TopologyRegistry
@@ -85,10 +86,6 @@ class PodRecord:
 
 
 _YIELD_EVERY = 16
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
-
 
 def _text(value: Any) -> str:
     """A name-like field: a string of at most 253 characters, else ``""``."""
@@ -173,9 +170,9 @@ class ClusterCache:
 
     # -- informer callbacks -------------------------------------------------------------------
     def _node_record(self, obj: Mapping[str, Any]) -> tuple[str, _NodeRecord]:
-        meta = _map(obj.get("metadata"))
-        raw_labels = _map(meta.get("labels"))
-        raw_ann = _map(meta.get("annotations"))
+        meta = as_map(obj.get("metadata"))
+        raw_labels = as_map(meta.get("labels"))
+        raw_ann = as_map(meta.get("annotations"))
         kept = {
             k: sys.intern(v)
             for k, v in raw_labels.items()
@@ -186,17 +183,17 @@ class ClusterCache:
         return (name if isinstance(name, str) else ""), _NodeRecord(kept, ann)
 
     def _pod_record(self, obj: Mapping[str, Any]) -> PodRecord | None:
-        spec = _map(obj.get("spec"))
-        status = _map(obj.get("status"))
+        spec = as_map(obj.get("spec"))
+        status = as_map(obj.get("status"))
         node = spec.get("nodeName")
         if not isinstance(node, str) or not node or status.get("phase") in ("Succeeded", "Failed"):
             return None
         gpus = wl.gpu_request(obj, self.resource)
         if gpus <= 0:
             return None
-        meta = _map(obj.get("metadata"))
+        meta = as_map(obj.get("metadata"))
         ns, name, uid = _text(meta.get("namespace")) or "default", _text(meta.get("name")), _text(meta.get("uid"))
-        job, _ = wl.job_key(ns, _map(meta.get("labels")))
+        job, _ = wl.job_key(ns, as_map(meta.get("labels")))
         return PodRecord(uid or f"{ns}/{name}", f"{ns}/{name}", node, gpus,
                          _text(meta.get("creationTimestamp")), job)
 
@@ -375,7 +372,7 @@ class ClusterCache:
 
     def pod_event(self, etype: str, obj: dict[str, Any]) -> None:
         with self._lock:
-            meta = _map(obj.get("metadata"))
+            meta = as_map(obj.get("metadata"))
             uid = _text(meta.get("uid")) or f"{_text(meta.get('namespace')) or 'default'}/{_text(meta.get('name'))}"
             touched = {self._remove_pod(uid)}
             if etype != "DELETED":
@@ -395,8 +392,8 @@ class ClusterCache:
 
     def _cm_entry(self, obj: Mapping[str, Any]) -> tuple[str, str | None, str | None]:
         """``(ConfigMap name, node, allocation value)`` of one of our ConfigMaps; node None when refused."""
-        meta = _map(obj.get("metadata"))
-        data = _map(obj.get("data"))
+        meta = as_map(obj.get("metadata"))
+        data = as_map(obj.get("data"))
         value = data.get(carrier.DATA_KEY)
         cm = _text(meta.get("name"))
         node = carrier.claimed_node(obj)

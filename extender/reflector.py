@@ -30,7 +30,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -38,6 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from extender.metrics import Metrics
+from kubeio import pager
 from labeler.topology.gcpause import paused_gc
 
 __all__ = ["ListFn", "Reflector", "no_gc_passes"]
@@ -51,6 +52,14 @@ ListFn = Callable[..., Any]
 PAGE_BYTES = 1 << 20
 
 _decode = msgspec.json.Decoder().decode
+
+
+def _decode_page(data: bytes) -> Any:
+    """msgspec's decoder, failing as the pager expects (``ValueError``)."""
+    try:
+        return _decode(data)
+    except msgspec.DecodeError as err:
+        raise ValueError(str(err)) from None
 
 
 class _Gone(Exception):
@@ -178,49 +187,30 @@ class Reflector:
         return rv
 
     def _items(self, state: dict[str, str]) -> Iterator[dict[str, Any]]:
-        """The list's items, page by page; each page's size adapts so that it decodes in a few milliseconds.
+        """The list's items, page by page (:func:`kubeio.pager.pages`, every reader's pager).
 
-        Why adapt: decoding a page is one C call that holds the GIL, and answers wait
-        behind it. 500 realistic Nodes (~17 KB of JSON each, images and managedFields) are
-        8.7 MB: ~100 ms of ``json.loads`` (measured: a relist delayed answers by up to
-        132 ms, docs/performance.md). So after each page the next ``limit`` is set to
-        about :data:`PAGE_BYTES` of the items seen so far (never above ``page_size``, never
-        below 10), and pages are decoded with msgspec (about twice as fast as ``json``).
+        Pages are sized by bytes (:data:`PAGE_BYTES`, never above ``page_size``): decoding a
+        page is one C call that holds the GIL, and answers wait behind it. 500 realistic Nodes
+        (~17 KB of JSON each, images and managedFields) are 8.7 MB: ~100 ms of ``json.loads``
+        (measured: a relist delayed answers by up to 132 ms, docs/performance.md); pages are
+        decoded with msgspec (about twice as fast as ``json``). A continue token that expires
+        mid-list (410) is :class:`_Gone`: relist from the start, as after a watch's 410.
         """
-        cont: str | None = None
-        limit, seen_items, seen_bytes = self._page, 0, 0
-        while True:
-            kwargs: dict[str, Any] = {"limit": limit, "_preload_content": False,
-                                      "_request_timeout": self._req_timeout}
-            if cont:
-                kwargs["_continue"] = cont
-            resp = self._list_fn(**kwargs)
-            try:
-                data = resp.data
-            finally:
-                resp.release_conn()
-            try:
-                doc = _decode(data)
-            except msgspec.DecodeError as err:
-                raise RuntimeError(f"{self.kind} list: answer is not JSON: {str(err)[:200]}") from None
-            if not isinstance(doc, dict):
-                raise RuntimeError(f"{self.kind} list: answer is not a JSON object")
-            raw = doc.get("items")
-            if isinstance(raw, list) and raw:
-                seen_items, seen_bytes = seen_items + len(raw), seen_bytes + len(data)
-                limit = min(self._page, max(10, PAGE_BYTES * seen_items // max(1, seen_bytes)))
-            del data
-            meta = _map(doc.get("metadata"))
-            state["rv"] = str(meta.get("resourceVersion") or state["rv"])[:64]
-            cont = meta.get("continue") or None
-            del doc
-            if isinstance(raw, list):
-                yield from (item for item in raw if isinstance(item, dict))
-            del raw  # this page is garbage before the next one is fetched
-            if not cont:
-                return
-            cont = str(cont)
-            time.sleep(0)  # between pages: requests waiting for the GIL go first
+        pages = pager.pages(self._list_fn, limit=self._page, timeout=self._req_timeout, what=f"{self.kind} list",
+                            page_bytes=PAGE_BYTES, decode=_decode_page)
+        try:
+            for page in pages:
+                if page is None:  # not with restarts=0; kept for the type
+                    continue
+                state["rv"] = page.resource_version or state["rv"]
+                items = page.items
+                del page
+                yield from (item for item in items if isinstance(item, dict))
+                del items  # this page is garbage before the next one is fetched
+        except ApiException as err:
+            if err.status == 410:
+                raise _Gone from err
+            raise
 
     def _watch(self, rv: str, timeout: int) -> tuple[str, int]:
         """Watch from ``rv`` until the server ends it; return the last resourceVersion and the event count."""
@@ -275,7 +265,3 @@ class Reflector:
 
 #: the one GC pause of every reader (labeler.topology.gcpause), under the name this module always had
 no_gc_passes = paused_gc
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}

@@ -129,6 +129,7 @@ def _one_list(list_fn: Callable[..., Any], *, limit: int, timeout: float, what: 
         remaining = remaining if isinstance(remaining, int) and not isinstance(remaining, bool) \
             and remaining >= 0 else None
         yield Page(items, nbytes, rv, remaining, cont is None)
+        del items, raw  # the page is garbage (once the caller drops it) before the next one is fetched
         if cont is None:
             return
         time.sleep(0)  # between pages: threads waiting for the GIL (a server's requests) go first
