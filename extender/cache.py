@@ -213,6 +213,7 @@ class ClusterCache:
                 registry=self.registry,
                 used_extra=[(p.key, p.gpus) for p in pods],
                 allocation_max_age_s=self.allocation_max_age_s,
+                now=time.time(),  # the adapter's clock: the policy layer reads none
                 allocation_configmap=self._cm_alloc.get(name),  # the ConfigMap carrier wins over the annotation
             )
         except Exception as err:  # our bug meets this node's data: it alone fails open

@@ -44,6 +44,10 @@ from simulator.model import PodSpec
 
 __all__ = ["NAMESPACE", "GputopoPolicy", "Workload", "pod_object"]
 
+#: ``now`` for the node rules: the simulated agents publish no timestamp (no allocation age, never
+#: stale), so no clock is needed, and this pure package reads none
+_NO_CLOCK = 0.0
+
 #: how the extender reads a pod (re-exported for the scheduler model)
 Workload = wl.Workload
 
@@ -119,7 +123,7 @@ class GputopoPolicy:
         ann = self._annotations(topo, frozenset(topo.gpu_indices), {})
         self._parts[name] = (topo, lab, ann)
         facts = facts_from_parts(name, lab, ann, prefix=self.prefix, locality_keys=self.locality_keys,
-                                 registry=self._registry)
+                                 registry=self._registry, now=_NO_CLOCK)
         if facts.state is not NodeState.OK:
             raise ValueError(f"node {name}: the extender cannot read its published data: {facts.problem}")
         self._nodes[name] = facts
@@ -131,7 +135,7 @@ class GputopoPolicy:
         free = frozenset(g.index for p, g in enumerate(topo.gpus) if free_mask >> p & 1)
         ann = self._annotations(topo, free, used)
         return facts_from_parts(name, lab, ann, prefix=self.prefix, locality_keys=self.locality_keys,
-                                registry=self._registry)
+                                registry=self._registry, now=_NO_CLOCK)
 
     def set_free(self, name: str, free_mask: int, used: Mapping[int, str] | None = None) -> None:
         """The node's fully free GPUs changed (bit per position in ``topo.gpus``)."""

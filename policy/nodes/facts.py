@@ -71,9 +71,9 @@ def facts_from_parts(
     prefix: str,
     locality_keys: Sequence[str],
     registry: TopologyRegistry,
+    now: float,
     used_extra: Sequence[tuple[str, int]] = (),
     allocation_max_age_s: float = 0.0,
-    now: float | None = None,
     budget: DecodeBudget | None = None,
     allocation_configmap: str | None = None,
 ) -> NodeFacts:
@@ -84,8 +84,8 @@ def facts_from_parts(
     with the Placer's best choice (see :func:`apply_pending`).
     ``allocation_configmap``: the value of the node's allocation ConfigMap, which
     wins over the ``{prefix}allocation`` annotation. ``allocation_max_age_s`` > 0:
-    an allocation whose ``ts`` is older than that at ``now`` (unix seconds, default:
-    the wall clock) makes the node :attr:`NodeState.STALE`.
+    an allocation whose ``ts`` is older than that at ``now`` (unix seconds: the caller's
+    clock, an adapter's ``time.time()``; this layer reads none) makes the node :attr:`NodeState.STALE`.
     """
     locality = tuple(
         (v if isinstance(v := node_labels.get(k), str) else None) for k in locality_keys
@@ -160,8 +160,8 @@ def facts_from_object(
     prefix: str,
     locality_keys: Sequence[str],
     registry: TopologyRegistry,
+    now: float,
     allocation_max_age_s: float = 0.0,
-    now: float | None = None,
     budget: DecodeBudget | None = None,
 ) -> NodeFacts:
     """:class:`NodeFacts` from a full ``v1.Node`` dict (the extender's stateless mode)."""

@@ -30,7 +30,6 @@ caller decides about logs and metrics.
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -156,15 +155,16 @@ def classify(
     topology: Callable[[str], T],
     allocation_decoder: Callable[[str], AllocationState] = allocation.decode,
     allocation_configmap: str | None = None,
+    now: float,
     allocation_max_age_s: float = 0.0,
-    now: float | None = None,
 ) -> Reading[T]:
     """Apply the rules of this module, in order (see the module docstring); never raises a ``CodecError``.
 
     ``topology`` decodes the annotation text into whatever the caller keeps (the
     extender: its ``(wiring id, wiring)``); it and ``allocation_decoder`` signal
     damage with :class:`~labeler.topology.errors.CodecError` (:class:`BudgetExceeded`
-    when a request's budget ran out). ``now``: unix seconds, default the wall clock.
+    when a request's budget ran out). ``now``: unix seconds, the caller's clock (this pure layer
+    reads no clock: the extender and the audit pass ``time.time()``, a test or the simulator its own).
     """
     if not is_ours(node_labels, annotations, prefix):
         return Reading(NodeState.NOT_OURS)
@@ -194,7 +194,7 @@ def classify(
                        topology=topo, allocation_source=source)
     age = None
     if state.observed_at is not None:
-        age = (time.time() if now is None else now) - state.observed_at
+        age = now - state.observed_at
     if is_stale(age, allocation_max_age_s):
         msg = (f"allocation is {age:.0f}s old (allocation_max_age_seconds {allocation_max_age_s:g}): "
                "the agent has not confirmed it")

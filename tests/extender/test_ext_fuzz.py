@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import time
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -95,7 +96,7 @@ def cached_mode_service() -> Service:
     service = Service(ServiceConfig(base.config.prefix, base.config.locality_keys, base.config.scorer,
                                     decode_node_objects=False), metrics=base.metrics)
     facts = {n: facts_from_object(node_object(n, BOARD, free=range(i * 4, 8)), prefix=PREFIX, locality_keys=(),
-                                  registry=service.topologies) for i, n in enumerate(NAMES)}
+                                  registry=service.topologies, now=time.time()) for i, n in enumerate(NAMES)}
     service.view = FixedView(facts)
     return service
 

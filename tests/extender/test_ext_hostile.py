@@ -18,6 +18,7 @@ import copy
 import http.client
 import json
 import threading
+import time
 import tracemalloc
 from typing import Any
 
@@ -100,7 +101,8 @@ def cached_service(nodes: list[dict[str, Any]], **config: Any) -> Service:
         base = service.config
         service = Service(ServiceConfig(base.prefix, base.locality_keys, base.scorer, **config),
                           metrics=service.metrics)
-    facts = {n["metadata"]["name"]: facts_from_object(n, prefix=PREFIX, locality_keys=(), registry=service.topologies)
+    facts = {n["metadata"]["name"]: facts_from_object(n, prefix=PREFIX, locality_keys=(), registry=service.topologies,
+                                                      now=time.time())
              for n in nodes}
     service.view = FixedView(facts)
     return service
@@ -318,7 +320,7 @@ def test_stateless_decode_budget_fails_open_past_it(monkeypatch: pytest.MonkeyPa
     service.filter(nodes_body(pod(4), nodes))
     assert reg.get_sample_value("gputopo_extender_fail_open_total", {"reason": "decode_budget"}) == 3
     assert all(f.state is NodeState.OK for f in [facts_from_object(nodes[0], prefix=PREFIX, locality_keys=(),
-                                                                   registry=service.topologies)])
+                                                                   registry=service.topologies, now=time.time())])
 
 
 def test_long_host_names_are_answered_but_not_cached() -> None:

@@ -60,7 +60,8 @@ class Cluster:
             free_set = frozenset(free)
             used = {g: "other/busy" for g in topo.gpu_indices if g not in free_set}
             ann[PREFIX + allocation.ANNOTATION_SUFFIX] = allocation.encode(allocation.AllocationState(free_set, used))
-        f = facts_from_parts(name, lab, ann, prefix=PREFIX, locality_keys=(ZONE,), registry=self.registry)
+        f = facts_from_parts(name, lab, ann, prefix=PREFIX, locality_keys=(ZONE,), registry=self.registry,
+                             now=0.0)  # no allocation carries a timestamp here: no age, any clock
         assert f.state is NodeState.OK, f.problem
         return f
 
