@@ -60,21 +60,23 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request head (see the module docstring)."""
+class _HeadDeadline:
+    """The request-head deadline both guarded protocols share: a timer, the close, the count.
+
+    A mixin placed before uvicorn's protocol class, whose ``loop``, ``transport`` and
+    ``client`` it uses.
+    """
 
     header_timeout: ClassVar[float] = 10.0
     #: called with "header" when a connection is closed for a late head (the app counts it)
     on_timeout: ClassVar[Callable[[str], None] | None] = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._head_cycle: object = None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: Any
+    _head_timer: asyncio.TimerHandle | None
 
     def _arm_head(self) -> None:
         if self._head_timer is None:
-            self._head_cycle = self.cycle
             self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
 
     def _disarm_head(self) -> None:
@@ -91,6 +93,20 @@ class GuardedH11Protocol(H11Protocol):
             if hook is not None:
                 hook("header")
             self.transport.close()
+
+
+class GuardedH11Protocol(_HeadDeadline, H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request head (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer = None
+        self._head_cycle: object = None
+
+    def _arm_head(self) -> None:
+        if self._head_timer is None:
+            self._head_cycle = self.cycle
+        super()._arm_head()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -118,7 +134,7 @@ class HeadTooLarge(Exception):
 
 if HttpToolsProtocol is not None:
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    class GuardedHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
         """uvicorn's httptools protocol with the head deadline of :class:`GuardedH11Protocol` and h11's head limit.
 
         llhttp itself bounds neither; uvicorn collects every header it is given. A head still
@@ -127,34 +143,15 @@ if HttpToolsProtocol is not None:
         in a parser callback is the parser's error) and the connection closed, as h11 does.
         """
 
-        header_timeout: ClassVar[float] = 10.0
-        on_timeout: ClassVar[Callable[[str], None] | None] = None
-
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._head_timer: asyncio.TimerHandle | None = None
+            self._head_timer = None
             self._head_bytes = 0  # parsed head bytes (URL and headers) of the current request
             self._head_raw = 0  # raw bytes received while the head is incomplete
 
-        def _arm_head(self) -> None:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(self.header_timeout, self._head_late)
-
         def _disarm_head(self) -> None:
             self._head_raw = 0
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_late(self) -> None:
-            self._head_timer = None
-            if not self.transport.is_closing():
-                log.info("closing a connection from %s: no complete request head in %.0fs", self.client,
-                         self.header_timeout)
-                hook = type(self).on_timeout
-                if hook is not None:
-                    hook("header")
-                self.transport.close()
+            super()._disarm_head()
 
         def _count(self, n: int) -> None:
             self._head_bytes += n
