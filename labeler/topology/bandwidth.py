@@ -31,6 +31,7 @@ from labeler.topology.links import Link, LinkLevel
 from labeler.topology.model import Gpu, Nic
 
 __all__ = [
+    "C2C",
     "NIC_UNKNOWN",
     "NVLINK",
     "P2P_MAX_LEVEL",
@@ -40,6 +41,7 @@ __all__ = [
     "TABLE",
     "Rate",
     "Resolved",
+    "c2c",
     "dedupe",
     "link_gbps",
     "nic",
@@ -154,6 +156,18 @@ NIC_UNKNOWN = Rate(
     f"{_TOPO_CC}: `if (mbps <= 0) mbps = 10000; // Some NICs define speed = -1` and `net->net.bw = mbps / 8000.0`",
 )
 
+#: NVLink-C2C, the coherent link between a Grace CPU and its GPUs (GH200, GB200): what carries a NIC's
+#: GPUDirect RDMA traffic there (NCCL's P2C path, ``paths.cc``), instead of a PCIe link.
+C2C = Rate(
+    "nvlink-c2c", 450.0, "NVLink-C2C", "Grace CPU ↔ GPU link (GH200, GB200): a ceiling on the NICs a GPU serves",
+    "NVIDIA NVLink-C2C, 900 GB/s bidirectional",
+    "NVIDIA, \"NVIDIA Grace Hopper Superchip Architecture In-Depth\" (developer.nvidia.com blog): NVLink-C2C "
+    "900 GB/s bidirectional between Grace and Hopper = 10 links × 45 GB/s per direction; the line rate per "
+    "direction, used only as a ceiling (no NIC set comes near it). NCCL reads the real value from NVML "
+    f"({_TOPO_CC} `ncclTopoAddC2c`: `bw * count / 1000`); on GB200 two GPUs share one Grace's link",
+    450.0,
+)
+
 _NIC_RATE_SOURCE = f"{_TOPO_CC}: `net->net.bw = mbps / 8000.0` (the port's line rate, no efficiency factor)"
 
 #: NCCL uses P2P between GPUs at most this far apart by default; beyond it (PHB, NODE, SYS) it
@@ -163,7 +177,7 @@ _NIC_RATE_SOURCE = f"{_TOPO_CC}: `net->net.bw = mbps / 8000.0` (the port's line 
 P2P_MAX_LEVEL = LinkLevel.PXB
 
 #: Every row, in the order docs/bandwidth.md renders them.
-TABLE: tuple[Rate, ...] = (*NVLINK.values(), *PCIE_LANE.values(), PCIE_UNKNOWN, SOCKET_UNKNOWN, NIC_UNKNOWN)
+TABLE: tuple[Rate, ...] = (*NVLINK.values(), *PCIE_LANE.values(), PCIE_UNKNOWN, SOCKET_UNKNOWN, NIC_UNKNOWN, C2C)
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +310,11 @@ def socket() -> Resolved:
     return Resolved(SOCKET_UNKNOWN.gbps, f"socket link {SOCKET_UNKNOWN.gbps:g} GB/s (CPU unknown)",
                     SOCKET_UNKNOWN.cite,
                     ("CPU unknown: inter-socket link 6 GB/s (NCCL's lowest inter-CPU value, BDW_QPI_BW)",))
+
+
+def c2c() -> Resolved:
+    """A Grace GPU's NVLink-C2C link to its CPU, per direction (a ceiling; see :data:`C2C`)."""
+    return Resolved(C2C.gbps, f"NVLink-C2C {C2C.gbps:g} GB/s", C2C.cite)
 
 
 def nic(n: Nic) -> Resolved:

@@ -24,7 +24,9 @@ each value taken from the one table (:mod:`labeler.topology.bandwidth`):
 4. **The network, for a rank of a multi-node job:** a cap, never a bonus. The NICs nearest to
    the set's GPUs, each at its rate; with GPUDirect RDMA only at PIX/PXB (NCCL's default
    ``NCCL_NET_GDR_LEVEL``), otherwise staged through host memory, i.e. bounded by the GPU's
-   PCIe link and, across sockets, by the socket link.
+   PCIe link and, across sockets, by the socket link. On Grace (GH200, GB200: the GPU reaches
+   its CPU by NVLink-C2C) NCCL uses GPUDirect RDMA over C2C for the NICs under that CPU
+   (``NCCL_NET_GDR_C2C``, on by default since 2.27.3), bounded by the NIC rates.
 
 Why a per-topology object with a memo: the extender's scoring will ask for the same
 (topology, free set) again and again; answers are memoised by the set's position bitmask,
@@ -113,9 +115,13 @@ class NetworkPath:
     nics: tuple[str, ...]
     gpudirect: tuple[str, ...]  # those of ``nics`` reached with GPUDirect RDMA
     why: str
+    #: the unknown facts this figure rests on (NIC rates, the serving GPUs' PCIe links, the CPU); empty:
+    #: every fact of the network path was reported (a multi-node rank's network is then known)
+    assumed: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"gbps": self.gbps, "nics": list(self.nics), "gpudirect": list(self.gpudirect), "why": self.why}
+        return {"gbps": self.gbps, "nics": list(self.nics), "gpudirect": list(self.gpudirect), "why": self.why,
+                "assumed": list(self.assumed)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +190,8 @@ class BandwidthModel:
         self._index = topo.gpu_indices
         self._pos = {g: p for p, g in enumerate(self._index)}
         self._pcie = [bandwidth.pcie(g) for g in topo.gpus]
+        #: GPUs attached to their CPU by NVLink-C2C (Grace): the GPU memory is its own NUMA node
+        self._c2c = [g.gpu_numa_id is not None for g in topo.gpus]
         self._pairs: dict[tuple[int, int], _Pair] = {}
         self._placer = placer_for(topo)  # held: looking it up would hash the topology on every call
         self._locality = nic_locality.compute(topo)
@@ -471,7 +479,13 @@ class BandwidthModel:
         return out
 
     def _network(self, ps: list[int]) -> tuple[NetworkPath, list[str]]:
-        """The NICs nearest the set's GPUs and what they carry; a cap on a multi-node rank."""
+        """The NICs nearest the set's GPUs and what they carry; a cap on a multi-node rank.
+
+        Per NIC, how NCCL reaches it from the set GPU that serves it (:data:`_GDR`,
+        :data:`_C2C_GDR`, :data:`_HOST`, :data:`_FAR`): GPUDirect RDMA at PIX/PXB and staged
+        NICs within the socket share the GPU's PCIe link; GPUDirect RDMA over C2C (Grace) is
+        bounded by the NVLink-C2C link; NICs staged across sockets share the socket link.
+        """
         topo = self.topo
         used: set[int] = set()
         for p in ps:
@@ -485,9 +499,11 @@ class BandwidthModel:
             gbps = _r(min(bandwidth.NIC_UNKNOWN.gbps, pci.gbps))
             what = "no NIC listed" if not topo.nics else "links to every NIC unknown"
             assumed.append(f"{what}: one NIC at NCCL's 10 Gb/s fallback assumed, via host memory")
-            return NetworkPath(gbps, (), (), f"{what}: one NIC of unknown rate, 10 Gb/s assumed"), assumed
+            return NetworkPath(gbps, (), (), f"{what}: one NIC of unknown rate, 10 Gb/s assumed",
+                               tuple(assumed)), assumed
         # serve each NIC from the set GPU nearest to it (lowest level, then lowest position)
-        served: dict[int, list[tuple[int, LinkLevel, Resolved]]] = {}
+        whole_grace = len(ps) == len(self._index) and all(self._c2c)
+        served: dict[int, list[tuple[int, LinkLevel, Resolved, str]]] = {}
         for n in sorted(used):
             best: tuple[LinkLevel, int] | None = None
             for p in ps:
@@ -497,23 +513,29 @@ class BandwidthModel:
             assert best is not None  # the NIC is nearest to some GPU of the set through a known link
             rate = bandwidth.nic(topo.nics[n])
             assumed.extend(rate.assumed)
-            served.setdefault(best[1], []).append((n, best[0], rate))
+            served.setdefault(best[1], []).append((n, best[0], rate, self._route(best[1], best[0], whole_grace)))
         total = far_total = 0.0
         notes: list[str] = []
-        kinds: dict[tuple[LinkLevel, float, bool], list[str]] = {}
+        kinds: dict[tuple[LinkLevel, str, float, bool], list[str]] = {}
         for p in sorted(served):
-            cap = self._pcie[p]
-            assumed.extend(cap.assumed)
-            near = sum(r.gbps for _, lv, r in served[p] if lv is not LinkLevel.SYS)
-            far = sum(r.gbps for _, lv, r in served[p] if lv is LinkLevel.SYS)
-            a = min(cap.gbps, near)
-            b = min(cap.gbps - a, far)
-            if near + far > cap.gbps:
-                notes.append(f"GPU{self._index[p]}'s {cap.text} carries its NICs' traffic")
-            total += a
-            far_total += b
-            for n, lv, r in served[p]:
-                kinds.setdefault((lv, r.gbps, bool(r.assumed)), []).append(topo.nics[n].name)
+            nics = served[p]
+            by = {route: sum(r.gbps for _, _, r, rt in nics if rt == route) for route in _ROUTES}
+            if by[_GDR] + by[_HOST] + by[_FAR] > 0:
+                cap = self._pcie[p]
+                assumed.extend(cap.assumed)
+                a = min(cap.gbps, by[_GDR] + by[_HOST])
+                b = min(cap.gbps - a, by[_FAR])
+                if by[_GDR] + by[_HOST] + by[_FAR] > cap.gbps:
+                    notes.append(f"GPU{self._index[p]}'s {cap.text} carries its NICs' traffic")
+                total += a
+                far_total += b
+            if by[_C2C_GDR] > 0:
+                c2c = bandwidth.c2c()
+                total += min(c2c.gbps, by[_C2C_GDR])
+                if by[_C2C_GDR] > c2c.gbps:
+                    notes.append(f"GPU{self._index[p]}'s {c2c.text} carries its NICs' traffic")
+            for n, lv, r, rt in nics:
+                kinds.setdefault((lv, rt, r.gbps, bool(r.assumed)), []).append(topo.nics[n].name)
         if far_total > 0:
             sock = bandwidth.socket()
             if far_total > sock.gbps:
@@ -522,18 +544,44 @@ class BandwidthModel:
             total += min(far_total, sock.gbps)
         gbps = _r(total)
         parts = []
-        for (lv, each_gbps, unknown), nics in sorted(kinds.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
-            how = "GPUDirect RDMA" if lv <= nic_locality.GPUDIRECT_MAX_LEVEL else "via host memory"
-            each = " each" if len(nics) > 1 else ""
+        for (lv, route, each_gbps, unknown), nics_at in sorted(
+                kinds.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2], kv[0][3])):
+            each = " each" if len(nics_at) > 1 else ""
             note = ", rate unknown" if unknown else ""
-            parts.append(f"{','.join(nics)} {lv.token} ({how}, {each_gbps:g} GB/s{each}{note})")
+            parts.append(f"{','.join(nics_at)} {lv.token} ({_ROUTE_WORDS[route]}, {each_gbps:g} GB/s{each}{note})")
+        if any(rt == _C2C_GDR for nics in served.values() for *_, rt in nics):
+            notes.append(_C2C_CITE)
         names = tuple(topo.nics[n].name for n in sorted(used))
-        gdr = tuple(
-            topo.nics[n].name for p in sorted(served) for n, lv, _ in served[p]
-            if lv <= nic_locality.GPUDIRECT_MAX_LEVEL
-        )
+        gdr = tuple(topo.nics[n].name for p in sorted(served) for n, _, _, rt in served[p] if rt in (_GDR, _C2C_GDR))
         why = "; ".join(parts + notes) + f" = {gbps:g} GB/s"
-        return NetworkPath(gbps, names, tuple(sorted(gdr)), why), assumed
+        net_assumed = bandwidth.dedupe(assumed)
+        return NetworkPath(gbps, names, tuple(sorted(gdr)), why, net_assumed), list(net_assumed)
+
+    def _route(self, p: int, level: LinkLevel, whole_grace: bool) -> str:
+        """How NCCL reaches a NIC ``level`` away from the set GPU at position ``p`` that serves it.
+
+        GPUDirect RDMA at PIX/PXB (``NCCL_NET_GDR_LEVEL``'s default, PXB). On a Grace GPU
+        (NVLink-C2C to its CPU, :attr:`Gpu.gpu_numa_id` reported), a NIC under its own CPU
+        (PHB/NODE) is reached with GPUDirect RDMA over C2C (NCCL's P2C path). ``nvidia-smi``
+        reports SYS for every GPU-NIC pair of a GB200 tray, so SYS does not say which CPU the
+        NIC hangs off: when the set holds every GPU of a Grace node, each NIC sits under the
+        CPU of one of them and NCCL reaches it over C2C directly or through an NVLink peer
+        (PXN over C2C); otherwise the NIC counts as across the socket link (the worse case).
+        """
+        if level <= nic_locality.GPUDIRECT_MAX_LEVEL:
+            return _GDR
+        if self._c2c[p] and (level is not LinkLevel.SYS or whole_grace):
+            return _C2C_GDR
+        return _FAR if level is LinkLevel.SYS else _HOST
+
+
+_GDR, _C2C_GDR, _HOST, _FAR = "gdr", "gdr-c2c", "host", "far"
+_ROUTES = (_GDR, _C2C_GDR, _HOST, _FAR)
+_ROUTE_WORDS = {_GDR: "GPUDirect RDMA", _C2C_GDR: "GPUDirect RDMA over C2C", _HOST: "via host memory",
+                _FAR: "via host memory"}
+#: why a Grace GPU reaches its NICs with GPUDirect RDMA (NCCL >= 2.27.3)
+_C2C_CITE = ("GPUDirect RDMA over C2C: NCCL_NET_GDR_C2C=1 by default since NCCL 2.27.3 (a C2C GPU-CPU path merged "
+             "with a PHB NIC-CPU path is P2C, within the default GDR level; NVIDIA/nccl src/graph/paths.cc)")
 
 
 def _edges(ring: list[int]) -> frozenset[frozenset[int]]:

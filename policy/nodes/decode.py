@@ -58,14 +58,16 @@ def wiring(topo: Topology) -> Topology:
 
     Kept: GPU indices, the link matrix, the P2P matrix, and the facts the bandwidth
     model reads (:mod:`labeler.topology.bandwidth`: architecture, compute capability,
-    NVLink version, PCIe link; NIC link rate). Dropped: names, bus ids, UUIDs, CPU/NUMA
+    NVLink version, PCIe link, the GPU memory's NUMA node (Grace: NVLink-C2C to the CPU);
+    NIC link rate). Dropped: names, bus ids, UUIDs, CPU/NUMA
     affinity, MIG mode and NIC device names (NICs become ``NIC0``, ``NIC1``... by
     position). Nodes wired alike share one value, one id and one
     :class:`~policy.decision.evaluation.TopoContext`, and a node costs no more memory
     than its matrix.
     """
     return Topology(
-        tuple(Gpu(g.index, arch=g.arch, cc=g.cc, nvlink_version=g.nvlink_version, pcie=g.pcie) for g in topo.gpus),
+        tuple(Gpu(g.index, gpu_numa_id=g.gpu_numa_id, arch=g.arch, cc=g.cc, nvlink_version=g.nvlink_version,
+                  pcie=g.pcie) for g in topo.gpus),
         tuple(Nic(f"NIC{i}", rate_mbps=n.rate_mbps) for i, n in enumerate(topo.nics)),
         topo.links,
         p2p=topo.p2p,

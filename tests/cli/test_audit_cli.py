@@ -146,11 +146,17 @@ def test_audit_bandwidth_section_gb200_tray() -> None:
     assert four["gpus"] == [0, 1, 2, 3] and four["busbw_gbps"] == 370.8 and four["ring_gbps"] == 370.8
     assert four["bottleneck"]["kind"] == "hop" and four["bottleneck"]["where"] == "GPU0↔GPU1 NV18"
     assert [h["transport"] for h in four["hops"]] == ["nvlink"] * 4
-    # a rank of a multi-node job: 8 NICs SYS (no GPUDirect RDMA), rate unknown (10 Gb/s each = 10),
-    # staged across the socket link of an unknown CPU (6): capped at 6
+    # a rank of a multi-node job: the GPUs' memory is NUMA nodes 2, 10, 18, 26 (Grace: NVLink-C2C to the CPU);
+    # the set is the whole tray, so every NIC (reported SYS) is under the CPU of one of its GPUs and NCCL
+    # reaches it with GPUDirect RDMA over C2C; rates unknown: 8 × 1.25 = 10, the cap
     multi = four["multi_node"]
-    assert multi["busbw_gbps"] == 6.0 and multi["bottleneck"]["kind"] == "network"
-    assert multi["network"]["nics"] == [f"mlx5_{i}" for i in range(8)] and multi["network"]["gpudirect"] == []
+    assert multi["busbw_gbps"] == 10.0 and multi["bottleneck"]["kind"] == "network"
+    assert multi["network"]["nics"] == [f"mlx5_{i}" for i in range(8)]
+    assert multi["network"]["gpudirect"] == multi["network"]["nics"]
+    assert multi["network"]["assumed"] == ["NIC rate unknown: 10 Gb/s assumed (NCCL's fallback), 1.25 GB/s"]
+    # two of its GPUs (one Grace): which CPU a SYS NIC hangs off is unknown: staged across the socket link, 6
+    two = bw["best"]["2"]["multi_node"]
+    assert two["busbw_gbps"] == 6.0 and two["network"]["gpudirect"] == []
     assert four["explain"].startswith("ring 0→1→2→3, bottleneck GPU0↔GPU1 NV18, 370.8 GB/s (")
     assert any("NVLink generation unknown" in a for a in bw["assumed"])
 

@@ -59,8 +59,10 @@ BANDWIDTH = [
     ("hgx-h100", "nvlink", list(range(8)), 370.8, 10.0),
     # HGX H800 (019): NV8, 8 × 20 = 160
     ("hgx-h800", "nvlink", list(range(8)), 160.0, None),
-    # GB200 tray (038): NV18 between 4 GPUs, 370.8; 8 SYS NICs (10 GB/s) held by the socket link: 6
-    ("gb200-tray", "nvlink", [0, 1, 2, 3], 370.8, 6.0),
+    # GB200 tray (038): NV18 between 4 GPUs, 370.8. The set is the whole tray (GPU NUMA IDs: Grace, NVLink-C2C), so
+    # each of the 8 NICs (reported SYS) sits under the CPU of one of its GPUs and NCCL >= 2.27.3 reaches it with
+    # GPUDirect RDMA over C2C: 8 × 1.25 (rate unknown) = 10, far below the C2C link's 450
+    ("gb200-tray", "nvlink", [0, 1, 2, 3], 370.8, 10.0),
     # RTX 4090 (032): every pair SYS: 6; two SYS NICs at 1.25: 2.5
     ("rtx4090-allsys", "sys", list(range(8)), 6.0, 2.5),
     # A10 VM (048): every pair SYS: 6; two SYS NICs: 2.5

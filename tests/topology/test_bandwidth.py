@@ -7,6 +7,7 @@ link; none is copied from the code's output. Units: GB/s per GPU and direction.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -144,6 +145,66 @@ def test_multi_node_without_a_listed_nic_is_the_fallback_nic() -> None:
     found = busbw.predict(p4d, range(8), multi_node=True)
     assert found is not None and found.gbps == pytest.approx(1.25)
     assert any("no NIC listed" in a for a in found.assumed)
+
+
+def test_network_assumptions_are_listed_apart_from_the_rings() -> None:
+    """A rank's network is known only when no fact of its path was assumed (what the objective's N' reads)."""
+    known = busbw.predict(m.hgx_h100_one_nic("PIX", 100_000), range(8), multi_node=True)
+    assert known is not None and known.network is not None and known.network.assumed == ()
+    unknown_rate = busbw.predict(m.hgx_h100_one_nic("PIX", None), range(8), multi_node=True)
+    assert unknown_rate is not None and unknown_rate.network is not None
+    assert [a.split(":")[0] for a in unknown_rate.network.assumed] == ["NIC rate unknown"]
+    far = busbw.predict(m.hgx_h100_one_nic("SYS", 100_000), range(8), multi_node=True)
+    assert far is not None and far.network is not None and any("CPU unknown" in a for a in far.network.assumed)
+    assert known.as_dict()["network"]["assumed"] == []
+
+
+# -- Grace: NICs reached over NVLink-C2C ------------------------------------------------------------------
+GH200 = m.corpus("055")  # 1 GH200, 4 NICs at NODE (two dual-port cards), GPU NUMA ID 1
+
+
+def _grace(topo, mbps: int | None):  # type: ignore[no-untyped-def]
+    return m.with_facts(topo, m.HOPPER if len(topo.gpus) == 1 else m.BLACKWELL, nic_mbps=mbps)
+
+
+def test_gh200_reaches_its_nics_with_gpudirect_over_c2c() -> None:
+    """GH200 (corpus 055): the GPU memory is NUMA node 1 (C2C to its Grace); the NICs are NODE to the GPU,
+    i.e. under its own CPU. NCCL's path type there is P2C: GPUDirect RDMA by default (NCCL >= 2.27.3), not
+    staged through host memory and not held to a PCIe link (the GPU has none on that path).
+    Four 400 Gb/s ports: 4 × 50 = 200 GB/s, under the NVLink-C2C ceiling of 450."""
+    assert [g.gpu_numa_id for g in GH200.gpus] == [1]
+    found = busbw.predict(_grace(GH200, 400_000), [0], multi_node=True)
+    assert found is not None and found.network is not None
+    assert found.gbps == pytest.approx(200.0) and len(found.network.gpudirect) == 4
+    assert found.network.assumed == () and "over C2C" in found.network.why
+    # text only: rates unknown, 4 × 1.25 = 5, and said so; no PCIe link is assumed for the path
+    text = busbw.predict(GH200, [0], multi_node=True)
+    assert text is not None and text.network is not None and text.gbps == pytest.approx(5.0)
+    assert [a.split(":")[0] for a in text.network.assumed] == ["NIC rate unknown"]
+    # the same matrix without the GPU NUMA ID (a PCIe GPU): NODE NICs are staged through host memory,
+    # within the GPU's PCIe link (unknown: Gen3 x16 = 12): min(200, 12) = 12
+    pcie = busbw.predict(_grace(dataclasses.replace(GH200, gpus=tuple(
+        dataclasses.replace(g, gpu_numa_id=None) for g in GH200.gpus)), 400_000), [0], multi_node=True)
+    assert pcie is not None and pcie.gbps == pytest.approx(12.0) and pcie.network is not None
+    assert pcie.network.gpudirect == ()
+
+
+def test_gb200_tray_reaches_every_nic_over_c2c_only_as_a_whole() -> None:
+    """GB200 tray (corpus 038): nvidia-smi reports SYS for every GPU-NIC pair (and between the NIC cards),
+    so SYS does not say which Grace a NIC hangs off. The whole tray's set holds a GPU under every CPU: each NIC is
+    reached over C2C, directly or through an NVLink peer (PXN over C2C): 8 × 400 Gb/s = 8 × 50 = 400 GB/s, all
+    served by GPU0 (all at SYS, the lowest position), under the C2C ceiling (450). Ring 18 × 40.1 = 721.8, so the
+    rank's prediction is the network, 400.
+    Two GPUs ({0, 1}, one Grace): a NIC may be under the other CPU: staged across the socket link of an unknown
+    CPU, 6 (the worse case), as before the C2C path was modelled."""
+    tray = _grace(m.corpus("038"), 400_000)
+    whole = busbw.predict(tray, range(4), multi_node=True)
+    assert whole is not None and whole.network is not None and whole.ring_gbps == pytest.approx(721.8)
+    assert whole.gbps == pytest.approx(400.0) and len(whole.network.gpudirect) == 8
+    assert whole.network.assumed == ()
+    half = busbw.predict(tray, [0, 1], multi_node=True)
+    assert half is not None and half.network is not None and half.gbps == pytest.approx(6.0)
+    assert half.network.gpudirect == () and any("CPU unknown" in a for a in half.network.assumed)
 
 
 # -- P2P unavailable: GeForce -----------------------------------------------------------------------------
