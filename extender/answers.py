@@ -12,32 +12,41 @@ every byte of the answer that can be known before the request is prepared before
   its name pre-encoded as JSON (``"gpu-00001"``) and as a prioritize prefix
   (``{"Host":"gpu-00001","Score":``);
 - **once per group and pod shape**, the decision's answer pieces (:class:`Piece`: pass / fail
-  / unresolvable, the JSON of the reason, the score's bytes ``7}``) are kept on the group;
+  / unresolvable, the JSON of the reason, the group's decision) are kept on the group;
 - **once per node and pod shape**, a :class:`NodeAnswer` holds that node's finished fragments
   (``"gpu-00001",`` where it passes, ``"gpu-00001":"<reason>",`` where it is refused,
   ``{"Host":"gpu-00001","Score":7},``) in the shape's :class:`AnswerTable` (name → answer),
   filled on first use and emptied for a node when the cache changes it;
-- **per request**: ``map(table.__getitem__, names)``, then ``bytes.join`` of one attribute of
-  the answers. Python loops run only over names met for the first time (per shape), over the
-  nodes that fail open, and, for a rank with placed siblings (job affinity reads the node's
-  locality), over the distinct ``(the group's partial score, Local)`` pairs
-  (:meth:`Decider.node_score`): a few dozen where there are thousands of nodes.
+- **per request**: ``map(table.__getitem__, names)``, one C-level count of the answers' pieces
+  (the request's distinct groups), then ``bytes.join``. A score is measured against the request's
+  best candidate (:mod:`policy.scoring`: ``V*``, or ``c_min`` for 1-GPU pods), so the reference is
+  taken over those few pieces and each piece's score finished from it. A node's finished
+  prioritize fragment is kept for the table's reference (:attr:`AnswerTable.scored_ref`): when a
+  request's reference is that one (the usual case: the best free island of a cluster seldom
+  changes), the answer is one join; otherwise it is joined from the names' prefixes and the
+  pieces' score bytes, and a reference met twice in a row becomes the table's. Python loops run
+  only over names met for the first time (per shape), over the nodes that fail open, when the
+  table's reference moves, and, for a rank with placed siblings (job affinity reads the node's
+  locality), over the distinct ``(piece, Local)`` pairs (:meth:`Decider.node_score`): a few dozen
+  where there are thousands of nodes.
 
-Nothing here knows what a score means: a piece encodes ``GroupDecision.verdict`` and
-``GroupDecision.score`` (or what :meth:`~policy.decision.decide.Decider.node_score` returns),
-whatever the policy computed them from. The rules for nodes that are not judged (unknown, not
-ours, no data: pass, score 0) are the policy's (:mod:`policy.decision.decide`), applied per
-sentinel group. Answers are byte for byte those of the reference path
-(``Decider.filter``/``scores`` + :mod:`extender.wire`; ``tests/extender/test_ext_answers.py``).
+Nothing here knows what a score means: a piece carries ``GroupDecision.verdict`` and the
+decision, and the score comes from :meth:`~policy.decision.decide.Decider.group_score` /
+``node_score`` and the request's ``reference``. The rules for nodes that are not judged (unknown,
+no data: pass, score 0; not ours: pass, scored as the policy scores a node it does not manage)
+are the policy's (:mod:`policy.decision.decide`), applied per sentinel group. Answers are byte
+for byte those of the reference path (``Decider.filter``/``scores`` + :mod:`extender.wire`;
+``tests/extender/test_ext_answers.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import compress
+from itertools import chain, compress
 from operator import attrgetter
 from typing import Any
 
@@ -49,8 +58,8 @@ from policy.decision.decide import Decider
 from policy.decision.evaluation import Verdict
 from policy.nodes.facts import NodeFacts
 from policy.nodes.state import NodeState
+from policy.scoring import Rule
 from policy.siblings import Siblings
-from policy.workload import Kind
 
 __all__ = [
     "UNKNOWN", "AnswerTable", "AnswerTables", "Cold", "FilterOutcome", "Group", "Local", "NodeAnswer", "NodeEntry",
@@ -61,9 +70,12 @@ __all__ = [
 PASS, FAILED, UNRESOLVABLE = 0, 1, 2
 #: pieces kept per group (one per pod shape met); past it the group's pieces are dropped and rebuilt
 MAX_PIECES_PER_GROUP = 64
-#: (partial score, Local) keys kept per table (a node has one; far fewer distinct ones in a real cluster)
+#: (piece, Local) keys kept per table (a node has one; far fewer distinct ones in a real cluster)
 MAX_SIBLING_KEYS = 1 << 16
-_TAIL = tuple(f"{i}}}".encode() for i in range(MAX_EXTENDER_PRIORITY + 1))
+#: a table's previous reference before any request (never equal to a reference)
+_NO_REF = object()
+#: a prioritize element's end for each score: ``7},``
+_TAIL = tuple(f"{i}}},".encode() for i in range(MAX_EXTENDER_PRIORITY + 1))
 
 
 def _json(text: str) -> bytes:
@@ -75,27 +87,25 @@ class Piece:
     """The answer bytes of one group decision for one pod shape.
 
     ``code``: PASS / FAILED / UNRESOLVABLE; ``reason``: the JSON string of the reason (``b""``
-    when it passes); ``tail``: the prioritize score's bytes (``b"7}"``); ``partial`` and
-    ``decision``: for per-node scores (siblings); ``inexact``: the placement came from the
-    search budget's fallback (``Placement.exact`` false).
+    when it passes); ``decision``: the group's decision, whose value a request's score is
+    finished from (None: the node is not judged and scores 0); ``inexact``: the placement came
+    from the search budget's fallback (``Placement.exact`` false); ``unmanaged``: a node gputopo
+    does not manage (not ours), scored as :meth:`policy.scoring.Scorer.unmanaged` says.
     """
 
     code: int
     reason: bytes
-    tail: bytes
-    partial: tuple[int, int] | None = None
     decision: GroupDecision | None = None
     inexact: bool = False
+    unmanaged: bool = False
 
     @classmethod
     def of(cls, d: GroupDecision) -> Piece:
         v = d.verdict
         code = PASS if v.passes else UNRESOLVABLE if v.unresolvable else FAILED
         reason = b"" if v.passes else _json(_reason(v))
-        score = d.score if d.partial is not None else 0
         placement = d.evaluation.placement
-        return cls(code, reason, _TAIL[max(0, min(MAX_EXTENDER_PRIORITY, score))], d.partial, d,
-                   placement is not None and not placement.exact)
+        return cls(code, reason, d, placement is not None and not placement.exact)
 
 
 def _reason(v: Verdict) -> str:
@@ -106,7 +116,9 @@ def _reason(v: Verdict) -> str:
 
 
 #: a node that is not judged, or whose group broke our code: it passes and scores 0 (fail open)
-UNJUDGED_PIECE = Piece(PASS, b"", _TAIL[0])
+UNJUDGED_PIECE = Piece(PASS, b"")
+#: a node gputopo does not manage: it passes; its score is the policy's for such nodes
+NOT_OURS_PIECE = Piece(PASS, b"", unmanaged=True)
 
 
 class Group:
@@ -122,7 +134,7 @@ class Group:
     def __init__(self, facts: NodeFacts | None, reason: str | None = None) -> None:
         self.facts = facts
         self.key = facts.key if facts is not None else None
-        #: shape id → piece; sentinel groups share one dict that answers UNJUDGED_PIECE for every shape
+        #: shape id → piece; sentinel groups answer UNJUDGED_PIECE (NOT_OURS_PIECE) for every shape
         self.pieces: dict[int, Piece] = {} if reason is None else _UNJUDGED_PIECES
         #: for sentinel groups (nodes not judged): "not_ours", "unknown_node" or the fail-open reason
         self.reason = reason
@@ -156,7 +168,7 @@ _SENTINELS: dict[str, Group] = {}
 
 
 def unjudged_group(reason: str) -> Group:
-    """The sentinel group of nodes not judged for ``reason`` ("not_ours", a fail-open reason): pass, score 0."""
+    """The sentinel group of nodes not judged for ``reason`` ("not_ours", a fail-open reason): they pass."""
     g = _SENTINELS.get(reason)
     if g is None:
         g = _SENTINELS.setdefault(reason, Group(None, reason))
@@ -199,6 +211,7 @@ _UNRESOLVABLE = attrgetter("unresolvable")
 _SCORED = attrgetter("scored")
 _INEXACT = attrgetter("inexact")
 _SIBLING_KEY = attrgetter("sibling_key")
+_PIECE = attrgetter("piece")
 _ELEMENTS = attrgetter("elements")
 
 #: the code of an answer for a node that is not judged (it passes): counted apart for metrics and logs
@@ -208,14 +221,14 @@ UNJUDGED = 3
 class NodeAnswer:
     """One node's answer fragments for one pod shape (``passed``/``refused``/``scored`` end with a comma)."""
 
-    __slots__ = ("code", "elements", "entry", "failed", "host", "inexact", "local", "one_comma", "partial", "passed",
+    __slots__ = ("code", "elements", "entry", "failed", "host", "inexact", "local", "one_comma", "passed",
                  "piece", "refused", "scored", "sibling_key", "unresolvable")
 
     def __init__(self, entry: NodeEntry, name: bytes, host: bytes, piece: Piece,
-                 sibling_key: SiblingKey | None = None, per_node: bool = False) -> None:
+                 sibling_key: SiblingKey | None = None, per_node: bool = False, score: int = 0) -> None:
         self.sibling_key = sibling_key
         #: with per-node scores (a rank with siblings): this node's prioritize element for each score 0..10
-        self.elements = tuple(host + t + b"," for t in _TAIL) if per_node else ()
+        self.elements = tuple(host + t for t in _TAIL) if per_node else ()
         self.entry = entry
         self.piece = piece
         self.code = UNJUDGED if entry.group.reason is not None else piece.code
@@ -227,25 +240,24 @@ class NodeAnswer:
         #: each refused fragment holds exactly one comma (its last byte): a request counts them in its bytes
         self.one_comma = refused.count(b",") <= 1
         self.host = host
-        self.scored = host + piece.tail + b","
+        #: the prioritize element for the table's reference (AnswerTable.scored_ref)
+        self.scored = host + _TAIL[score]
         self.inexact = piece.inexact
-        self.partial = piece.partial
         self.local = entry.local
 
 
 class SiblingKey:
-    """What a node's score depends on for a rank with placed siblings: its group's partial score and its Local.
+    """What a node's score depends on for a rank with placed siblings: its group's piece and its Local.
 
     Interned per table, so a request memoises the per-node scores by identity
-    (:meth:`Decider.node_score`); ``decision``: one group decision with that partial.
+    (:meth:`Decider.node_score`).
     """
 
-    __slots__ = ("decision", "local", "partial")
+    __slots__ = ("local", "piece")
 
-    def __init__(self, partial: tuple[int, int] | None, local: Local, decision: GroupDecision | None) -> None:
-        self.partial = partial
+    def __init__(self, piece: Piece, local: Local) -> None:
+        self.piece = piece
         self.local = local
-        self.decision = decision
 
 
 class AnswerTable(dict[str, NodeAnswer]):
@@ -265,10 +277,17 @@ class AnswerTable(dict[str, NodeAnswer]):
         self.unjudged = False
         self.commas = True  # every refused fragment put here has one comma (see answer_filter)
         self.refuses = False  # some answer put here refuses its node
+        self.rule = Rule.NONE if shape is None else decider.rule(shape)
         #: a rank of a multi-node job: prioritize may score per node (siblings), so answers carry every element
-        self.per_node = shape is not None and shape.kind is Kind.DISTRIBUTED and decider.scorer.has_per_node
+        self.per_node = shape is not None and decider.scorer.uses_siblings(self.rule)
         self.errors: list[tuple[str, BaseException]] = []  # groups whose decision broke our code (drained per request)
-        self.sibling_keys: dict[tuple[Any, Local], SiblingKey] = {}
+        self.sibling_keys: dict[tuple[Piece, Local], SiblingKey] = {}
+        #: the request reference the kept answers' ``scored`` fragments were finished for, and each piece's score then
+        self.scored_ref: float | None = None
+        self._scored: dict[Piece, int] = {}
+        self._last_ref: object = _NO_REF  # the previous request's reference (a reference met twice is adopted)
+        self._version = 0  # odd while the kept fragments are rebuilt (a reader then takes the other path)
+        self._lock = threading.Lock()
 
     def __missing__(self, name: str) -> NodeAnswer:
         if getattr(_warm_only, "active", False):
@@ -282,13 +301,13 @@ class AnswerTable(dict[str, NodeAnswer]):
             return a
         errors = len(self.errors)
         piece = self._piece(e.group)
-        sk = self.sibling_keys.get((piece.partial, e.local))
+        sk = self.sibling_keys.get((piece, e.local))
         if sk is None:
             if len(self.sibling_keys) >= MAX_SIBLING_KEYS:
                 self.sibling_keys.clear()  # old keys stay valid where answers hold them; new ones start afresh
-            sk = SiblingKey(piece.partial, e.local, piece.decision)
-            sk = self.sibling_keys.setdefault((piece.partial, e.local), sk)
-        a = NodeAnswer(e, e.name, e.host, piece, sk, self.per_node)
+            sk = self.sibling_keys.setdefault((piece, e.local), SiblingKey(piece, e.local))
+        with self._lock:  # consistent with a rebuild of the kept fragments
+            a = NodeAnswer(e, e.name, e.host, piece, sk, self.per_node, self._scored_score(piece))
         self.inexact |= a.inexact
         self.unjudged |= a.code == UNJUDGED
         self.commas &= a.one_comma
@@ -302,7 +321,7 @@ class AnswerTable(dict[str, NodeAnswer]):
 
     def _piece(self, g: Group) -> Piece:
         if g.reason is not None or self.shape is None:
-            return UNJUDGED_PIECE
+            return NOT_OURS_PIECE if g.reason == "not_ours" else UNJUDGED_PIECE
         piece = g.pieces.get(self.sid)
         if piece is not None:
             return piece
@@ -320,6 +339,50 @@ class AnswerTable(dict[str, NodeAnswer]):
     def take_errors(self) -> list[tuple[str, BaseException]]:
         errors, self.errors = self.errors, []
         return errors
+
+    # -- scores: finished per request against its reference ------------------------------------------
+    def score(self, piece: Piece, ref: float | None) -> int:
+        """The 0..10 of every node of ``piece`` in a request whose reference is ``ref``."""
+        if piece.unmanaged:
+            return self.decider.scorer.unmanaged(self.rule)
+        return max(0, min(MAX_EXTENDER_PRIORITY, self.decider.group_score(piece.decision, ref)))
+
+    def reference(self, pieces: Iterable[Piece]) -> float | None:
+        """The request's reference over its distinct pieces (``V*`` or ``c_min``; None when nothing is judged)."""
+        return self.decider.reference(self.rule, [p.decision for p in pieces])
+
+    def _scored_score(self, piece: Piece) -> int:
+        s = self._scored.get(piece)
+        if s is None:
+            s = self._scored[piece] = self.score(piece, self.scored_ref)
+        return s
+
+    def join_scored(self, answers: list[NodeAnswer], pieces: Iterable[Piece], ref: float | None
+                    ) -> tuple[bytes, dict[Piece, int]]:
+        """The prioritize elements of ``answers`` for reference ``ref``, and each piece's score."""
+        v = self._version
+        if ref == self.scored_ref and not v & 1:
+            items = b"".join(map(_SCORED, answers))
+            if self._version == v:  # no rebuild ran meanwhile
+                return items, {p: self._scored_score(p) for p in pieces}
+        score_of = {p: self.score(p, ref) for p in pieces}
+        tails = {p: _TAIL[s] for p, s in score_of.items()}
+        ends = map(tails.__getitem__, map(_PIECE, answers))
+        items = b"".join(chain.from_iterable(zip(map(_HOST, answers), ends, strict=True)))
+        if ref == self._last_ref:  # the same new reference twice in a row: make it the table's
+            self._adopt(ref)
+        self._last_ref = ref
+        return items, score_of
+
+    def _adopt(self, ref: float | None) -> None:
+        """Rebuild every kept answer's ``scored`` fragment for ``ref`` (a Python pass over the table: rare)."""
+        with self._lock:
+            self._version += 1
+            self.scored_ref = ref
+            self._scored = {}
+            for a in list(self.values()):
+                a.scored = a.host + _TAIL[self._scored_score(a.piece)]
+            self._version += 1
 
 
 class Cold(Exception):
@@ -446,47 +509,61 @@ class PrioritizeOutcome:
     inexact: int
     unjudged: dict[str, Unjudged]
     errors: list[tuple[str, BaseException]]
+    rule: Rule = Rule.NONE
+    reference: float | None = None
+    histogram: dict[int, int] | None = None  # score → nodes given it (the score metric)
 
 
 def answer_prioritize(names: Sequence[str], table: AnswerTable, siblings: Siblings | None) -> PrioritizeOutcome:
-    """The ``HostPriorityList`` bytes for a ``NodeNames`` request (``table.shape`` None: 0 everywhere)."""
+    """The ``HostPriorityList`` bytes for a ``NodeNames`` request (``table.shape`` None: 0 everywhere).
+
+    The request's distinct pieces (one C-level count) give its reference; the scores follow from it.
+    """
     answers = list(map(table.__getitem__, names))
+    counts = Counter(map(_PIECE, answers))
+    ref = table.reference(counts)
+    histogram: Counter[int] = Counter()
     if siblings is not None and table.per_node and table.shape is not None:
-        score_of = _sibling_scores(answers, table, siblings)
+        score_of = _sibling_scores(answers, table, siblings, ref)
+        keys = list(map(_SIBLING_KEY, answers))
         try:
-            scores: Any = map(score_of.__getitem__, map(_SIBLING_KEY, answers))
-            items = b"".join(map(tuple.__getitem__, map(_ELEMENTS, answers), scores))[:-1]
+            scores = list(map(score_of.__getitem__, keys))
         except KeyError:  # the table's keys were renewed meanwhile (another request, its size bound)
-            _score_keys(set(map(_SIBLING_KEY, answers)) - score_of.keys(), table, siblings, score_of, {})
-            scores = map(score_of.__getitem__, map(_SIBLING_KEY, answers))
-            items = b"".join(map(tuple.__getitem__, map(_ELEMENTS, answers), scores))[:-1]
+            _score_keys(set(keys) - score_of.keys(), table, siblings, ref, score_of)
+            scores = list(map(score_of.__getitem__, keys))
+        items = b"".join(map(tuple.__getitem__, map(_ELEMENTS, answers), scores))[:-1]
+        histogram.update(scores)
     else:
-        items = b"".join(map(_SCORED, answers))[:-1]
+        joined, piece_scores = table.join_scored(answers, counts, ref)
+        items = joined[:-1]
+        for piece, n in counts.items():
+            histogram[piece_scores[piece]] += n
     inexact = sum(map(_INEXACT, answers)) if table.inexact else 0
     unjudged = _unjudged(names, answers, None) if table.unjudged else {}
-    return PrioritizeOutcome(b"[" + items + b"]", inexact, unjudged, table.take_errors())
+    return PrioritizeOutcome(b"[" + items + b"]", inexact, unjudged, table.take_errors(), table.rule, ref,
+                             dict(histogram))
 
 
-def _sibling_scores(answers: list[NodeAnswer], table: AnswerTable, siblings: Siblings
+def _sibling_scores(answers: list[NodeAnswer], table: AnswerTable, siblings: Siblings, ref: float | None
                     ) -> dict[SiblingKey | None, int]:
-    """Scores by sibling key for a rank with placed siblings (memoised by partial score and locality)."""
-    # the table's keys when they are few (a real cluster: partial scores × zones/racks), else this request's
+    """Scores by sibling key for a rank with placed siblings (memoised by piece and locality)."""
+    # the table's keys when they are few (a real cluster: groups × zones/racks), else this request's
     known = list(table.sibling_keys.values())
     score_of: dict[SiblingKey | None, int] = {None: 0}  # None: a name the cache does not know
     keys: Any = known if len(known) * 4 < len(answers) else set(map(_SIBLING_KEY, answers))
-    _score_keys(keys, table, siblings, score_of, {})
+    _score_keys(keys, table, siblings, ref, score_of)
     return score_of
 
 
-def _score_keys(keys: Any, table: AnswerTable, siblings: Siblings, score_of: dict[SiblingKey | None, int],
-                memo: dict[Any, int]) -> None:
-    decider, shape = table.decider, table.shape
-    assert shape is not None
+def _score_keys(keys: Any, table: AnswerTable, siblings: Siblings, ref: float | None,
+                score_of: dict[SiblingKey | None, int]) -> None:
+    decider = table.decider
     for k in keys:
         if k is None:
             continue
-        if k.partial is None or k.decision is None:
-            score_of[k] = 0
+        piece = k.piece
+        if piece.unmanaged or piece.decision is None:
+            score_of[k] = table.score(piece, ref)
             continue
-        score = decider.node_score(k.decision, shape, k.local.locality, k.local.topology_class, siblings, memo)
+        score = decider.node_score(piece.decision, ref, k.local.locality, k.local.topology_class, siblings)
         score_of[k] = max(0, min(MAX_EXTENDER_PRIORITY, score))

@@ -90,8 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="gputopo simulate",
         description=(
             "Replay pods on a fleet of real GPU topologies under four policies side by side: gputopo (kube-scheduler "
-            "+ the gputopo extender, from a KubeSchedulerConfiguration), default (the same scheduler without "
-            "extenders), and the FGD paper's bestfit and random. Without --trace: the bundled synthetic scenario "
+            "+ the gputopo extender, from a KubeSchedulerConfiguration), default (kube-scheduler with its own "
+            "defaults), and the FGD paper's bestfit and random. Without --trace: the bundled synthetic scenario "
             "(PyTorchJob workers + vLLM servers on seven real 8-GPU boards)."
         ),
     )
@@ -116,8 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=parse_seeds, default=[42, 43, 44], metavar="LIST",
                      help="seeds, e.g. 42,43 or 42..51 (default: 42..44)")
     run.add_argument("--scheduler-config", metavar="FILE",
-                     help="KubeSchedulerConfiguration (raw or in a ConfigMap) for gputopo and default "
-                          "(default: the one gputopo ships)")
+                     help="KubeSchedulerConfiguration (raw or in a ConfigMap) for gputopo "
+                          "(default: the one gputopo ships; the default policy is always kube-scheduler's defaults)")
     run.add_argument("--profile", metavar="NAME", help="scheduler profile (schedulerName) to model (default: first)")
     run.add_argument("--gpu-choice", choices=WHOLE_CHOICES, default="device-plugin",
                      help="how GPUs inside the node are picked: NVIDIA's device plugin (best effort), a blind "

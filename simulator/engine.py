@@ -8,9 +8,11 @@ and is not retried (FGD's replay does the same). Departures free exactly what
 the pod's binding took.
 
 Per placed pod the record keeps what the metrics need: the ring bottleneck of
-the GPUs it got, the best level offered at arrival, the predicted ring
-bandwidth (:mod:`simulator.bandwidth`), whether the set spans sockets, and
-whether the device model picked a worse set than the best one on that node.
+the GPUs it got, the best level and the best predicted bandwidth any feasible
+node offered at arrival, the predicted ring bandwidth of its GPUs
+(:mod:`simulator.bandwidth`), whether the set spans sockets, and the best
+prediction of any free set on the node it went to: the device model picked a
+worse set when its GPUs predict less (the device-plugin gap, by bandwidth).
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ from simulator.model import PodSpec
 from simulator.policies import NodeChooser, fit_filter
 from simulator.state import ClusterState
 
-__all__ = ["PodRecord", "RunResult", "run"]
+__all__ = ["BW_TOLERANCE", "PodRecord", "RunResult", "run"]
+
+#: two predictions within 0.1 % are equal (they are rounded to 1 MB/s; products of rates are not exact)
+BW_TOLERANCE = 0.999
 
 Progress = Callable[[int], None]
 
@@ -51,7 +56,10 @@ class PodRecord:
     best_level: int | None = None  # tightest level any feasible node offered at arrival
     busbw_gbps: float | None = None
     cross_socket: bool | None = None
-    dp_worse: bool | None = None  # the in-node choice's ring is worse than the node's best free set
+    best_busbw_gbps: float | None = None  # the best prediction of a free k-set any feasible node offered at arrival
+    node_best_busbw_gbps: float | None = None  # ... on the node it went to (the set gputopo scores there)
+    dp_worse: bool | None = None  # the in-node choice predicts less than the node's best free set
+    topology: str = ""  # the node's topology (file stem): the machine class
 
 
 @dataclass(slots=True)
@@ -82,7 +90,9 @@ class _Topologies:
             idx.append(ids[n.topo])
         self.index = np.array(idx, dtype=np.int64)
         self.placers = [placement.placer_for(t) for t in self.topos]
+        self.names = [t.source.rsplit(".", 1)[0] or f"{len(t.gpus)}-gpu" for t in self.topos]
         self._best: dict[tuple[int, int, int], int | None] = {}
+        self._best_bw: dict[tuple[int, int, int], float | None] = {}
         self._set: dict[tuple[int, int], tuple[int, float | None, bool, tuple[int, int]]] = {}
 
     def best_level(self, t: int, free_mask: int, k: int) -> int | None:
@@ -92,9 +102,12 @@ class _Topologies:
             self._best[key] = None if best is None else int(best.level)
         return self._best[key]
 
-    def best_rank(self, t: int, free_mask: int, k: int) -> tuple[int, int] | None:
-        best = self.placers[t].best_mask(free_mask, k)
-        return None if best is None else best.bottleneck.rank
+    def best_busbw(self, t: int, free_mask: int, k: int) -> float | None:
+        """The best predicted busbw of a free k-set (memoised)."""
+        key = (t, free_mask, k)
+        if key not in self._best_bw:
+            self._best_bw[key] = bandwidth.best_free_busbw_gbps(self.topos[t], free_mask, k)
+        return self._best_bw[key]
 
     def ring(self, t: int, positions: Sequence[int]) -> tuple[int, float | None, bool, tuple[int, int]]:
         """(level, busbw, spans sockets, bottleneck rank) of exactly this GPU set."""
@@ -164,10 +177,13 @@ def run(
         if k >= 2:
             idx = np.flatnonzero(feasible)
             if idx.size:
-                codes = (topos.index[idx] << 32) | state.free_mask[idx]
-                levels = [topos.best_level(int(c >> 32), int(c & 0xFFFFFFFF), k) for c in np.unique(codes)]
+                codes = np.unique((topos.index[idx] << 32) | state.free_mask[idx])
+                levels = [topos.best_level(int(c >> 32), int(c & 0xFFFFFFFF), k) for c in codes]
                 found = [lv for lv in levels if lv is not None]
                 rec.best_level = min(found) if found else None
+                bws = [topos.best_busbw(int(c >> 32), int(c & 0xFFFFFFFF), k) for c in codes]
+                offered = [b for b in bws if b is not None]
+                rec.best_busbw_gbps = max(offered) if offered else None
         node = chooser.select(pod, feasible, rng)
         if node is None:
             rec.reason = "unschedulable"
@@ -185,12 +201,14 @@ def run(
                 rec.reason = "admission"
             else:
                 t_i = int(topos.index[node])
+                rec.topology = topos.names[t_i]
                 if k >= 2:
                     free_before = int(state.free_mask[node])
-                    level, bw, cross, rank = topos.ring(t_i, gpus)
-                    best = topos.best_rank(t_i, free_before, k)
+                    level, bw, cross, _ = topos.ring(t_i, gpus)
+                    best = topos.best_busbw(t_i, free_before, k)
                     rec.level, rec.busbw_gbps, rec.cross_socket = level, bw, cross
-                    rec.dp_worse = best is not None and rank > best
+                    rec.node_best_busbw_gbps = best
+                    rec.dp_worse = best is not None and bw is not None and bw < best * BW_TOLERANCE
                 state.allocate(pod, node, gpus)
                 chooser.bound(pod, node)
                 rec.placed, rec.node = True, node

@@ -46,6 +46,7 @@ from simulator.errors import ScenarioError
 __all__ = [
     "DEFAULT_SCHEDULER_CONFIG",
     "GPU_RESOURCE",
+    "KUBE_SCHEDULER_DEFAULTS",
     "MAX_EXTENDER_PRIORITY",
     "MAX_NODE_SCORE",
     "ExtenderConfig",
@@ -131,6 +132,12 @@ class SchedulerConfig:
 
     def without_extenders(self) -> SchedulerConfig:
         return replace(self, extenders=())
+
+
+#: kube-scheduler with no configuration at all (the v1 API defaults: NodeResourcesFit LeastAllocated over cpu and
+#: memory, BalancedAllocation over cpu and memory, weights 1, percentageOfNodesToScore adaptive): the `default`
+#: policy. Frozen here, not read from the shipped file, so that changing what gputopo ships never moves the baseline.
+KUBE_SCHEDULER_DEFAULTS = SchedulerConfig(source="kube-scheduler defaults (kubescheduler.config.k8s.io/v1)")
 
 
 # -- arithmetic ---------------------------------------------------------------------------

@@ -10,16 +10,24 @@
 - ``aligned_pct``: of the placed multi-GPU pods, the share whose GPUs form a
   ring at the tightest link level any feasible node could have offered when
   the pod arrived.
+- ``bw_aligned_pct``: of the placed multi-GPU pods, the share whose GPUs predict
+  at least the best bandwidth any free set of any feasible node offered when
+  the pod arrived (within 0.1 %): aligned by the bandwidth model rather than by
+  link level (an NV1 ring on a DGX-1 is "NVLink" but 12× slower than an
+  NVSwitch board's).
 - ``cross_socket_pct``: of the placed multi-GPU pods, the share whose GPU set
   has a pair that crosses sockets (``SYS``).
 - ``busbw_gbps``: mean predicted ring bandwidth of the placed multi-GPU pods
-  (:func:`simulator.bandwidth.ring_busbw_gbps`).
+  (:func:`simulator.bandwidth.ring_busbw_gbps`); ``busbw_per_gpu_gbps``: the
+  same weighted by the pods' GPUs (what a GPU of a multi-GPU pod gets).
 - ``failed_pods``: pods no node could take, or that kubelet would refuse (the
   whole run, up to 130 % of capacity arrived); ``failed_before_full``: those
   that failed while the arrived GPU request was still within capacity.
-- ``dp_worse_pct``: of the placed multi-GPU pods, the share where the in-node
-  GPU choice gave a worse ring than the best free set on that node (the
-  device-plugin gap).
+- ``dp_worse_pct``: of the placed multi-GPU pods, the share whose GPUs (the
+  in-node choice: the device plugin) predict less bandwidth than the best free
+  set on that node, the set gputopo scores (the device-plugin gap);
+  ``dp_gap_by_topology`` gives it per machine class with the mean ratio of
+  what such pods got to what the best set predicts.
 """
 
 from __future__ import annotations
@@ -37,15 +45,19 @@ __all__ = ["HEADLINE", "aggregate", "run_metrics", "unallocated_at_full"]
 HEADLINE: tuple[str, ...] = (
     "unallocated_gpu_pct",
     "aligned_pct",
+    "bw_aligned_pct",
     "cross_socket_pct",
     "busbw_gbps",
+    "busbw_per_gpu_gbps",
     "failed_pods",
     "failed_before_full",
     "dp_worse_pct",
 )
 
 
-_KIND_KEYS = ("pods", "placed", "failed_pods", "aligned_pct", "cross_socket_pct", "busbw_gbps", "dp_worse_pct")
+_KIND_KEYS = ("pods", "placed", "failed_pods", "aligned_pct", "bw_aligned_pct", "cross_socket_pct", "busbw_gbps",
+              "busbw_per_gpu_gbps", "dp_worse_pct")
+_BW_TOLERANCE = 0.999  # engine.BW_TOLERANCE
 
 
 def unallocated_at_full(arrived: np.ndarray, allocated: np.ndarray, capacity: int) -> float | None:
@@ -71,16 +83,43 @@ def _group(records: Iterable[PodRecord]) -> dict[str, Any]:
     multi = [r for r in recs if r.placed and r.gpus >= 2]
     aligned = sum(1 for r in multi if r.level is not None and r.best_level is not None and r.level <= r.best_level)
     bws = [r.busbw_gbps for r in multi if r.busbw_gbps is not None]
+    judged = [(r.busbw_gbps, r.best_busbw_gbps) for r in multi
+              if r.busbw_gbps is not None and r.best_busbw_gbps is not None]
+    bw_aligned = sum(1 for got, best in judged if got >= best * _BW_TOLERANCE)
+    weighted = [(r.gpus, r.busbw_gbps) for r in multi if r.busbw_gbps is not None]
+    gpus = sum(g for g, _ in weighted)
     return {
         "pods": len(recs),
         "placed": sum(r.placed for r in recs),
         "failed_pods": sum(not r.placed for r in recs),
         "multi_gpu_placed": len(multi),
         "aligned_pct": _pct(aligned, len(multi)),
+        "bw_aligned_pct": _pct(bw_aligned, len(judged)),
         "cross_socket_pct": _pct(sum(1 for r in multi if r.cross_socket), len(multi)),
         "busbw_gbps": statistics.fmean(bws) if bws else None,
+        "busbw_per_gpu_gbps": sum(g * b for g, b in weighted) / gpus if gpus else None,
         "dp_worse_pct": _pct(sum(1 for r in multi if r.dp_worse), len(multi)),
     }
+
+
+def dp_gap_by_topology(records: Iterable[PodRecord]) -> dict[str, dict[str, float | int | None]]:
+    """Per machine class: placed multi-GPU pods, the % whose GPUs predict less than the node's best free set,
+    and the mean ratio got / best among those (the device-plugin gap where it happens)."""
+    rows: dict[str, list[PodRecord]] = {}
+    for r in records:
+        if r.placed and r.gpus >= 2 and r.busbw_gbps is not None and r.node_best_busbw_gbps:
+            rows.setdefault(r.topology, []).append(r)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for topo, recs in sorted(rows.items()):
+        worse = [r for r in recs if r.dp_worse]
+        out[topo] = {
+            "pods": len(recs),
+            "worse": len(worse),
+            "worse_pct": _pct(len(worse), len(recs)),
+            "ratio_when_worse": statistics.fmean(r.busbw_gbps / r.node_best_busbw_gbps  # type: ignore[operator]
+                                                 for r in worse) if worse else None,
+        }
+    return out
 
 
 def run_metrics(result: RunResult) -> dict[str, Any]:
@@ -99,6 +138,7 @@ def run_metrics(result: RunResult) -> dict[str, Any]:
         1 for r, ok in zip(result.records, within, strict=True) if ok and not r.placed)
     kinds = sorted({r.kind for r in result.records})
     out["by_kind"] = {k: _group(r for r in result.records if r.kind == k) for k in kinds}
+    out["dp_gap_by_topology"] = dp_gap_by_topology(result.records)
     out["seconds"] = result.seconds
     out["seed"] = result.seed
     return out
@@ -125,6 +165,18 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         kind: {k: _mean([r["by_kind"][kind].get(k) for r in runs if kind in r["by_kind"]])
                for k in _KIND_KEYS}
         for kind in kinds
+    }
+    gaps: dict[str, dict[str, float]] = {}
+    for r in runs:
+        for topo, row in r.get("dp_gap_by_topology", {}).items():
+            acc = gaps.setdefault(topo, {"pods": 0.0, "worse": 0.0, "ratio_sum": 0.0})
+            acc["pods"] += row["pods"]
+            acc["worse"] += row["worse"]
+            acc["ratio_sum"] += (row["ratio_when_worse"] or 0.0) * row["worse"]
+    out["dp_gap_by_topology"] = {
+        topo: {"pods_per_seed": a["pods"] / len(runs), "worse_pct": _pct(int(a["worse"]), int(a["pods"])),
+               "ratio_when_worse": a["ratio_sum"] / a["worse"] if a["worse"] else None}
+        for topo, a in sorted(gaps.items())
     }
     out["seeds"] = [r["seed"] for r in runs]
     out["seconds"] = sum(r["seconds"] for r in runs)

@@ -3,7 +3,8 @@
 - ``gputopo``: :class:`KubeScheduler` with the configuration's extender served
   by :class:`~simulator.gputopo_policy.GputopoPolicy` (the gputopo extender's
   own filter and prioritize decisions, from the policy layer);
-- ``default``: the same scheduler configuration without extenders;
+- ``default``: kube-scheduler with its own defaults
+  (:data:`~simulator.kubesched.KUBE_SCHEDULER_DEFAULTS`), whatever gputopo ships;
 - ``bestfit`` / ``random``: FGD's baselines (:mod:`simulator.baselines`).
 
 A policy only picks the node. Every policy sees the same fit filter

@@ -20,8 +20,10 @@ __all__ = ["COLUMNS", "jsonable", "markdown", "render", "write_chart"]
 COLUMNS: tuple[tuple[str, str, bool], ...] = (
     ("unallocated_gpu_pct", "unalloc. GPU %", False),
     ("aligned_pct", "aligned %", True),
+    ("bw_aligned_pct", "bw-aligned %", True),
     ("cross_socket_pct", "x-socket %", False),
     ("busbw_gbps", "ring GB/s", True),
+    ("busbw_per_gpu_gbps", "GB/s per GPU", True),
     ("failed_before_full", "failed ≤100%", False),
     ("failed_pods", "failed", False),
 )
@@ -103,7 +105,8 @@ def render(result: Mapping[str, Any], console: Console, *, by_kind: bool = False
             kt.add_row(kind, *row)
         console.print(kt)
     console.print(
-        f"[dim]scheduler: {_shown_path(sc['scheduler_config'])} ({sc['scheduler_profile']}); "
+        f"[dim]gputopo: {_shown_path(sc['scheduler_config'])} ({sc['scheduler_profile']}); "
+        f"default: {sc.get('default_scheduler', 'kube-scheduler defaults')}; "
         f"GPUs in the node: {sc['gpu_choice']}; "
         f"{result['run_seconds']:.1f} s; sd per metric in --json[/dim]"
     )

@@ -18,7 +18,7 @@ from simulator import engine, metrics, synthetic, trace
 from simulator.fleet import load_fleet_map, trace_fleet
 from simulator.gpu_choice import WholeChoice
 from simulator.gputopo_policy import GputopoPolicy
-from simulator.kubesched import SchedulerConfig
+from simulator.kubesched import KUBE_SCHEDULER_DEFAULTS, SchedulerConfig
 from simulator.model import MILLI, NodeSpec, PodSpec
 from simulator.policies import POLICIES, BestFit, KubeScheduler, NodeChooser, RandomFit
 from simulator.scenario import Scenario
@@ -79,7 +79,7 @@ def make_chooser(policy: str, state: ClusterState, config: SchedulerConfig) -> N
     if policy == "gputopo":
         return KubeScheduler("gputopo", config, state, GputopoPolicy())
     if policy == "default":
-        return KubeScheduler("default", config, state, None)
+        return KubeScheduler("default", KUBE_SCHEDULER_DEFAULTS, state, None)
     if policy == "bestfit":
         return BestFit(state)
     if policy == "random":
@@ -123,6 +123,7 @@ def simulate(
             "departures": setup.departures,
             "scheduler_config": config.source,
             "scheduler_profile": config.profile,
+            "default_scheduler": KUBE_SCHEDULER_DEFAULTS.source,
             "gpu_choice": whole_choice,
         },
         "policies": {p: metrics.aggregate(r) for p, r in runs.items()},

@@ -31,7 +31,7 @@ from labeler.topology.bytecache import ByteCache
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
 from policy.decision.evaluation import Evaluation, TopoContext, Verdict
-from policy.scoring.base import Term
+from policy.scoring.base import GroupValue
 from policy.workload import Intent, Kind, Workload
 
 __all__ = ["ContextRegistry", "DecisionCache", "GroupDecision", "GroupKey", "Shape", "group_key"]
@@ -75,32 +75,31 @@ def group_key(topo_id: int, free_mask: int, shape: Shape) -> GroupKey:
 class GroupDecision:
     """What every node of one group gets for one pod shape.
 
-    ``evaluation``: the chosen GPU set (``evaluation.placement.gpus``), its ring and
-    bottleneck, and the facts the strategies read. ``verdict``: the filter's answer
-    (:data:`~policy.decision.evaluation.PASS` unless the shape is ``required``).
-    ``terms``: the node-independent strategies' terms; ``partial``: their ``(Σ w·s, Σ w)``,
-    ``None`` when fewer than k GPUs are free (the node scores 0); ``score``: the final
-    0..10 when no per-node term applies.
+    ``evaluation``: the Placer's best free k-set (by link level) and the facts the filter
+    reads; ``verdict``: the filter's answer (:data:`~policy.decision.evaluation.PASS` unless
+    the shape is ``required``); ``group``: the node-independent part of the score
+    (:class:`~policy.scoring.base.GroupValue`: the set scored, chosen by predicted bandwidth,
+    its value and the island penalty). The score itself depends on the request's other
+    candidates (:meth:`policy.decision.decide.Decider.scores`).
     """
 
     evaluation: Evaluation
     verdict: Verdict
-    terms: tuple[Term, ...]
-    partial: tuple[int, int] | None
-    score: int
+    group: GroupValue
 
     def cost_bytes(self) -> int:
         """Estimated bytes of this entry and its key in the cache.
 
-        Conservative by design: for 4-GPU ranks on an 8-GPU NV18 board, tracemalloc measured
-        ~790 B per stored decision (key, entry, evaluation, placement, terms) against ~1,290 B
-        estimated here; ``tests/policy/test_decision.py`` checks the estimate stays above.
+        Conservative by design (``tests/policy/test_decision.py`` checks the estimate stays above
+        what tracemalloc measures for stored decisions).
         """
         ev = self.evaluation
         gpus = 0 if ev.placement is None else len(ev.placement.gpus)
+        best = self.group.best
+        chosen = 0 if best is None else 250 + 32 * len(best.gpus)
         v = self.verdict
         reason = (0 if v.reason is None else len(v.reason) + 50) + (0 if v.detail is None else len(v.detail) + 50)
-        return 900 + 32 * gpus + 120 * len(self.terms) + reason
+        return 900 + 32 * gpus + 200 + chosen + reason
 
 
 class ContextRegistry:

@@ -10,9 +10,11 @@ with a NIC behind the same PCIe switch) and its natural level.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from labeler.topology import islands, nic_locality, placement
+from labeler.topology import busbw, islands, nic_locality, placement, set_search
 from labeler.topology.links import ISLAND_LEVELS, LEVEL_MEANING, LinkLevel
 from labeler.topology.model import Topology
 
@@ -22,6 +24,7 @@ __all__ = ["PASS", "Evaluation", "TopoContext", "Verdict", "describe_level", "le
 def level_words(level: LinkLevel) -> str:
     """A level in a short message ("joined through a bonded set of NVLinks"): the one table, LEVEL_MEANING."""
     return f"joined through {LEVEL_MEANING[level]}"
+
 
 
 def describe_level(level: LinkLevel) -> str:
@@ -95,12 +98,22 @@ class Verdict:
 PASS = Verdict()
 
 
+#: set searches kept per wiring (free mask, k, what): cleared whole when full
+MAX_SEARCHES = 1 << 12
+
+
 class TopoContext:
-    """Per-wiring helpers: the placer, GPUDirect mask and natural level (immutable once built; thread-safe)."""
+    """Per-wiring helpers: the placer, the bandwidth model, GPUDirect mask, natural level, set searches (thread-safe).
+
+    Immutable once built except for the memo of :meth:`search`, where a race can only
+    compute the same answer twice.
+    """
 
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
         self.placer = placement.placer_for(topo)
+        self.model = busbw.model_for(topo)
+        self._searches: dict[tuple[int, int, str], set_search.Found | None] = {}
         self.total = len(topo.gpus)
         self.all_mask = (1 << self.total) - 1
         locality = nic_locality.compute(topo)
@@ -113,8 +126,30 @@ class TopoContext:
         self.natural_level = self._natural_level()
 
     def cost_bytes(self) -> int:
-        """Estimated bytes: the placer's own estimate (it holds its memo) plus this object."""
-        return self.placer.cost_bytes() + 2_000 + 64 * self.total
+        """Estimated bytes: the placer's own estimate (it holds its memo), this object and its full search memo."""
+        return self.placer.cost_bytes() + 2_000 + 64 * self.total + 200 * MAX_SEARCHES
+
+    def search(self, free_mask: int, k: int, what: str,
+               value: Callable[[int], tuple[float, ...]]) -> set_search.Found | None:
+        """The free k-set with the highest ``value`` (:func:`labeler.topology.set_search.search`), memoised.
+
+        ``what`` names the value function (equal names, equal functions); the swap search of
+        large nodes starts from the Placer's set.
+        """
+        key = (free_mask, k, what)
+        try:
+            return self._searches[key]
+        except KeyError:
+            pass
+        start = None
+        if k >= 1 and math.comb(free_mask.bit_count(), k) > set_search.EXHAUSTIVE_MAX_SUBSETS:
+            best = self.placer.best_mask(free_mask, k)
+            start = None if best is None else self.placer.mask(best.gpus)
+        found = set_search.search(free_mask, k, value, start)
+        if len(self._searches) >= MAX_SEARCHES:
+            self._searches.clear()
+        self._searches[key] = found
+        return found
 
     def _natural_level(self) -> LinkLevel:
         """The tightest level at which the hardware groups GPUs (where single GPUs pack)."""

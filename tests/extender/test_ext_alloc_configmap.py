@@ -2,10 +2,10 @@
 
 Through the real ``kubernetes`` client against the in-test API server, which
 serves LIST/WATCH of ``/api/v1/namespaces/{ns}/configmaps`` with a label
-selector. Hand-worked case, strategy ``fit`` only (``10 * k / s``, s = free GPUs
-in the island the best set comes from; 051 board: one NV18 island of 8):
-a 2-GPU pod scores 10·2/8 = 2.5 → 3 on a fully free node, 10·2/4 = 5 with
-4 free, 10·2/2 = 10 with 2 free.
+selector. Hand-worked case, strategy ``island`` only (``10 − P``: P = 2 on an
+entirely free node, 1 on a partly used one, 0 when the pod takes its last free
+GPUs; 051 board, 8 GPUs): a 2-GPU pod scores 8 on a fully free node, 9 with 4
+free, 10 with 2 free, and 0 with 1 free (fewer than it asks for).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ Cluster = tuple[FakeApiServer, ClusterCache, Service]
 
 
 def start_cluster(api: FakeApiServer, namespace: str = NS) -> tuple[ClusterCache, Service]:
-    service = make_service(strategies=["fit"], locality_keys=[])
+    service = make_service(strategies=["island"], locality_keys=[])
     cache = ClusterCache(prefix=PREFIX, locality_keys=[], registry=service.topologies, metrics=service.metrics,
                          allocation_namespace=namespace)
     service.view = cache
@@ -81,11 +81,11 @@ def scores(service: Service, gpus: int = 2) -> dict[str, int]:
 def test_configmap_allocation_changes_the_prioritize_answer(cluster: Cluster) -> None:
     api, cache, service = cluster
     assert free_count(cache, "gpu-a") == 4 and free_count(cache, "gpu-b") == 8
-    assert scores(service) == {"gpu-a": 5, "gpu-b": 3}  # 10·2/4 vs 10·2/8 = 2.5 → 3
+    assert scores(service) == {"gpu-a": 9, "gpu-b": 8}  # 4 free: partly used; 8 free: entirely free
     # the agent publishes a change through the ConfigMap only (watch MODIFIED)
     api.put("configmaps", alloc_configmap("gpu-a", {0, 1}, {g: "ml/z" for g in range(2, 8)}))
     wait_for(lambda: free_count(cache, "gpu-a") == 2)
-    assert scores(service) == {"gpu-a": 10, "gpu-b": 3}
+    assert scores(service) == {"gpu-a": 10, "gpu-b": 8}
     # a ConfigMap appears for gpu-b (watch ADDED)
     api.put("configmaps", alloc_configmap("gpu-b", {6, 7}, {g: "ml/w" for g in range(6)}))
     wait_for(lambda: free_count(cache, "gpu-b") == 2)
@@ -96,13 +96,13 @@ def test_configmap_allocation_changes_the_prioritize_answer(cluster: Cluster) ->
 def test_configmap_preferred_over_a_stale_annotation_and_deletion_falls_back(cluster: Cluster) -> None:
     api, cache, service = cluster
     board = corpus("h100_nv18")
-    # the Node still carries an old annotation from an earlier carrier: only GPU 0 free (a 2-GPU pod: no fit → 0)
+    # the Node still carries an old annotation from an earlier carrier: only GPU 0 free (a 2-GPU pod: too few → 0)
     stale = node_object("gpu-a", board, free={0})
     api.put("nodes", stale)
     alloc_key = PREFIX + allocation.ANNOTATION_SUFFIX
     wait_for(lambda: cache._nodes["gpu-a"].annotations.get(alloc_key) == stale["metadata"]["annotations"][alloc_key])
     assert free_count(cache, "gpu-a") == 4
-    assert scores(service)["gpu-a"] == 5  # the ConfigMap's {4,5,6,7}, not the annotation's {0}
+    assert scores(service)["gpu-a"] == 9  # the ConfigMap's {4,5,6,7}, not the annotation's {0}
     api.delete("configmaps", alloc_configmap("gpu-a", set()))
     wait_for(lambda: free_count(cache, "gpu-a") == 1)  # back to the Node annotation
     assert scores(service)["gpu-a"] == 0

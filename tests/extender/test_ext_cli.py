@@ -14,18 +14,19 @@ from labeler.topology.errors import ConfigError
 
 def test_check_config_merges_env_and_flags(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("GPUTOPO_EXTENDER_MODE", "stateless")
-    monkeypatch.setenv("GPUTOPO_EXTENDER_STRATEGIES", "level,fit")
+    monkeypatch.setenv("GPUTOPO_EXTENDER_STRATEGIES", "bandwidth,island")
     monkeypatch.setenv("GPUTOPO_EXTENDER_PORT", "9000")
     assert main(["--port", "9100", "--locality-key", "a.io/rack,b.io/zone", "--check-config"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["mode"] == "stateless" and out["port"] == 9100
-    assert out["strategies"] == ["level", "fit"] and out["locality_keys"] == ["a.io/rack", "b.io/zone"]
+    assert out["strategies"] == ["bandwidth", "island"] and out["locality_keys"] == ["a.io/rack", "b.io/zone"]
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--strategy", "level", "--strategy", "telepathy"],
+        ["--strategy", "bandwidth", "--strategy", "telepathy"],
+        ["--strategy", "level"],  # the link-level table of the first objective is gone
         ["--prefix", "no-slash"],
         ["--port", "70000"],
         ["--max-body-bytes", "10"],

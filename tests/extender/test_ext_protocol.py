@@ -217,11 +217,11 @@ def test_worked_example_cached_mode_over_http() -> None:
     """README §5 scenario in cached mode: a1 fully free, b2 with 2 free GPUs, pod wants 4.
 
     Filter: both pass (the GPU count is NodeResourcesFit's job; b2 is not dropped by us).
-    Prioritize (pod is a PyTorchJob worker → kind distributed; weights level 6, fit 1, nic 2,
-    affinity abstains (no siblings)):
-      a1: best 4-set on NV12 → level 10; fit 4/8 → 5; no NICs on p4d in the corpus → nic 0
-          → (6·10 + 1·5 + 2·0) / 9 = 65/9 = 7.2 → 7
-      b2: 2 free < 4 → 0
+    Prioritize (pod is a PyTorchJob worker → a rank of a multi-node job; no siblings placed yet):
+      a1: every 4-set on NV12 rings at 12 × 20 = 240 (generation unknown: the slowest with 12 links); the
+          p4d lists no NIC, so its network rests on an assumed fact and counts 1.25: V = √(1.25 × 240) = 17.3,
+          the best candidate (0 off); the board is entirely free: island 2 → 10 − 0 − 2 = 8
+      b2: 2 free < 4 → 0, and not a candidate for the reference
     """
     nodes = _labelled_payload_nodes()
     service = make_service()
@@ -244,12 +244,12 @@ def test_worked_example_cached_mode_over_http() -> None:
             "gpu-node-a1", "gpu-node-b2"]
         status, answer = post(addr, "/prioritize", (PROTOCOL / "prioritize-request-nodenames.json").read_bytes())
         assert status == 200
-        assert go_priorities(answer) == [("gpu-node-a1", 7), ("gpu-node-b2", 0)]
+        assert go_priorities(answer) == [("gpu-node-a1", 8), ("gpu-node-b2", 0)]
         # the same request in stateless (Nodes) mode gives the same scores from the objects alone
         doc = json.loads((PROTOCOL / "prioritize-request-nodes.json").read_text())
         doc["Nodes"]["items"] = nodes
         status, answer = post(addr, "/prioritize", json.dumps(doc).encode())
-        assert go_priorities(answer) == [("gpu-node-a1", 7), ("gpu-node-b2", 0)]
+        assert go_priorities(answer) == [("gpu-node-a1", 8), ("gpu-node-b2", 0)]
 
 
 def test_required_in_nodes_mode_reports_failed_nodes_and_echoes_objects() -> None:

@@ -59,7 +59,7 @@ def damaged_configmap() -> dict[str, Any]:
 
 
 def start(api: FakeApiServer, **options: Any) -> tuple[ClusterCache, Service]:
-    service = make_service(strategies=["fit"], locality_keys=[])
+    service = make_service(strategies=["island"], locality_keys=[])
     cache = ClusterCache(prefix=PREFIX, locality_keys=[], registry=service.topologies, metrics=service.metrics,
                          allocation_namespace=NS)
     service.view = cache

@@ -27,7 +27,7 @@ NOW = int(time.time())
 
 
 def service(max_age: float = MAX_AGE) -> Service:
-    config = ServiceConfig(prefix=PREFIX, locality_keys=DEFAULT_LOCALITY_KEYS, scorer=resolve(["fit"]),
+    config = ServiceConfig(prefix=PREFIX, locality_keys=DEFAULT_LOCALITY_KEYS, scorer=resolve(["bandwidth", "island"]),
                            allocation_max_age_s=max_age)
     return Service(config, metrics=Metrics())
 
@@ -54,8 +54,8 @@ def test_prioritize_gives_zero_to_error_stale_and_junk_and_scores_degraded_like_
     body = filter_body(pod(2), nodes())
     answer = svc.prioritize(body)
     scores = {e["Host"]: e["Score"] for e in json.loads(answer.body)}
-    # fit: 10 * 2 / 8 free in the NV18 island = 2.5 -> 3
-    assert scores == {"ok": 3, "degraded": 3, "error": 0, "stale": 0, "junk-status": 0}
+    # ok and degraded: an NV18 pair, 370.8 GB/s, the request's best (0 off); entirely free boards: island 2 -> 8
+    assert scores == {"ok": 8, "degraded": 8, "error": 0, "stale": 0, "junk-status": 0}
     assert (fail_open(svc, "status_error"), fail_open(svc, "stale_allocation")) == (1.0, 1.0)
     assert fail_open(svc, "undecodable_status") == 1.0
 
@@ -87,14 +87,14 @@ def test_error_node_is_not_judged_on_its_kept_topology() -> None:
 def test_max_age_zero_turns_the_age_check_off() -> None:
     svc = service(max_age=0)
     scores = {e["Host"]: e["Score"] for e in json.loads(svc.prioritize(filter_body(pod(2), nodes())).body)}
-    assert scores["stale"] == 3 and fail_open(svc, "stale_allocation") == 0.0
+    assert scores["stale"] == 8 and fail_open(svc, "stale_allocation") == 0.0
 
 
 def test_allocation_without_a_timestamp_is_not_judged_stale() -> None:
     svc = service()
     node = node_object("no-ts", corpus("h100_nv18"), free=range(8), observed_at=None)
     scores = {e["Host"]: e["Score"] for e in json.loads(svc.prioritize(filter_body(pod(2), [node])).body)}
-    assert scores == {"no-ts": 3}
+    assert scores == {"no-ts": 8}
 
 
 def test_one_setting_with_a_documented_default() -> None:

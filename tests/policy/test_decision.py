@@ -3,9 +3,9 @@
 Machines are real ``nvidia-smi topo -m`` outputs (``tests/fixtures/topo-corpus``, short names in
 ``ext_support.CORPUS_FILES``); nodes are built from what an agent publishes (``labels.encode``,
 ``encode_annotations``, ``allocation.encode``) and read by ``policy.nodes.facts``. Expected values
-are worked out by hand from the weights table (policy/scoring/__init__.py: level 8 / fit 2 for a
-multi-GPU pod; 6 / 1 / nic 2 / affinity 2 for a multi-node rank) and the bandwidth table
-(docs/bandwidth.md).
+are worked out by hand from the objective (policy/scoring: 10 − 3 per halving of predicted bandwidth below
+the request's best − the island penalty 0/1/2; ranks by √(N'·B)) and the bandwidth table (docs/bandwidth.md).
+The hand-worked cases on named machines with their facts are in test_objective.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from policy.decision.decide import Decider
 from policy.nodes.decode import TopologyRegistry
 from policy.nodes.facts import NodeFacts, facts_from_parts
 from policy.nodes.state import NodeState
-from policy.scoring import DEFAULT_STRATEGIES, combine, resolve
+from policy.scoring import DEFAULT_STRATEGIES, Rule, Scorer, combine, resolve
 from policy.siblings import JobRoster
 from policy.workload import Intent, JobKey, Kind, Workload
 
@@ -75,20 +75,30 @@ def decider(strategies: Iterable[str] = DEFAULT_STRATEGIES) -> Decider:
     return Decider(resolve(list(strategies)))
 
 
-def terms(e: object) -> dict[str, tuple[int, int | None]]:
-    return {t.name: (t.weight, t.score) for t in e.terms}  # type: ignore[attr-defined]
+def points(e: object) -> dict[str, int]:
+    return {t.name: t.points for t in e.terms}  # type: ignore[attr-defined]
+
+
+def explain1(dec: Decider, w: Workload, f: NodeFacts, siblings: object = None) -> object:
+    (e,) = dec.explain(w, [f], siblings)  # type: ignore[arg-type]
+    assert e is not None
+    return e
 
 
 # -- one group, by hand ------------------------------------------------------------------------------------
 def test_dgx1_ring_group_decision(cluster: Cluster) -> None:
-    """DGX-1, free {0,1,4,5}, 4-GPU pod: ring 0-1-5-4 is all NVLink → level 10; fit 4/4 → 10; (80+20)/10 = 10."""
+    """DGX-1 (text only), free {0,1,4,5}, 4-GPU pod: the only free 4-set; its ring 0-1-5-4 runs NV1, NV2, NV1,
+    NV2; NVLink generation unknown with ≤ 4 links → 12 GB/s per link (GA102, the slowest), so B = 1 × 12 = 12.
+    The pod takes the node's last 4 free GPUs: island penalty 0. Alone in a request it is its own best: 10."""
     f = cluster.node("dgx", corpus("dgx1"), {0, 1, 4, 5})
-    d = decider().decide(f, Shape.of(workload(4)))
+    dec = decider()
+    d = dec.decide(f, Shape.of(workload(4)))
     ev = d.evaluation
     assert ev.placement is not None and ev.placement.gpus == (0, 1, 4, 5) and ev.level is LinkLevel.NVLINK
-    assert d.verdict.passes and d.partial == (100, 10) and d.score == 10
-    assert {t.name: (t.weight, t.score) for t in d.terms} == {
-        "level": (8, 10), "fit": (2, 10), "pack": (0, None), "nic": (0, None)}
+    g = d.group
+    assert (g.rule, g.value, g.penalty, g.free, g.total) == (Rule.MULTI, 12.0, 0, 4, 8)
+    assert g.best is not None and g.best.gpus == (0, 1, 4, 5) and g.best.exhaustive
+    assert d.verdict.passes and dec.group_score(d, None) == 10 and dec.group_score(d, 24.0) == 7  # ×2 below: −3
 
 
 def test_required_verdicts_name_the_free_islands(cluster: Cluster) -> None:
@@ -147,15 +157,18 @@ def test_shape_keeps_only_what_decides() -> None:
 
 # -- explanations ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("board", "free", "k", "kind", "gpus", "busbw", "score"), [
-    # NV12 bridge pair: 12 links × 20 GB/s (generation unknown: the slowest with 12 links) = 240 GB/s
-    ("bridge_pairs", None, 2, Kind.MULTI, (0, 1), 240.0, 10),
-    # RTX 4090 box, every pair SYS: through host memory across sockets, 6 GB/s (socket link, CPU unknown)
-    ("rtx4090", None, 2, Kind.MULTI, (0, 1), 6.0, 1),
-    # H100 NV18 with two PIX NICs on GPUs 0 and 2, a multi-node rank: the NV18 ring is capped by the
-    # network: NIC0..NIC3 at an unknown rate (10 Gb/s assumed = 1.25 GB/s each) → 4 × 1.25 = 5 GB/s.
-    # score: level 10 ×6, fit 4/8 → 5 ×1, nic 2 of 4 GPUs → 5 ×2, affinity abstains: (60+5+10)/9 → 8
+    # NV12 bridge pair: 12 links × 20 GB/s (generation unknown: the slowest with 12 links) = 240 GB/s; the four
+    # pairs tie, the lowest bitmask wins: {0,1}. Alone it is the best (0 off); the board is empty: island 2 → 8
+    ("bridge_pairs", None, 2, Kind.MULTI, (0, 1), 240.0, 8),
+    # RTX 4090 box, every pair SYS: through host memory across sockets, 6 GB/s (socket link, CPU unknown);
+    # all pairs tie → {0,1}; empty board → 8
+    ("rtx4090", None, 2, Kind.MULTI, (0, 1), 6.0, 8),
+    # H100 NV18 with PIX NICs on GPUs 0, 2, 4, 6, a multi-node rank: every 4-set rings at 18 × 20.6 = 370.8;
+    # NIC rates unknown, so every set's network counts 1.25: V = √(1.25 × 370.8) = 21.53 for all, {0,1,2,3}
+    # (lowest mask). Its prediction as a rank: NIC0..NIC3 (PIX to GPUs 0 and 2) at 1.25 GB/s each = 5 GB/s.
+    # Empty board: island 2 → 8
     ("h100_nv18", None, 4, Kind.DISTRIBUTED, (0, 1, 2, 3), 5.0, 8),
-    # DGX-1 cube-mesh, free {0,1,4,5}: ring 0-1-5-4 over NV1 links, 1 × 12 GB/s (generation unknown)
+    # DGX-1 cube-mesh, free {0,1,4,5}: ring 0-1-5-4 over NV1 links, 1 × 12 GB/s (generation unknown); fills: 10
     ("dgx1", {0, 1, 4, 5}, 4, Kind.MULTI, (0, 1, 4, 5), 12.0, 10),
 ])
 def test_explain_names_the_set_its_bandwidth_and_every_term(
@@ -164,15 +177,15 @@ def test_explain_names_the_set_its_bandwidth_and_every_term(
     f = cluster.node("n", corpus(board), free)
     dec = decider()
     w = workload(k, kind, job=JOB if kind is Kind.DISTRIBUTED else None)
-    e = dec.explain(w, f)
-    assert (e.gpus, e.busbw_gbps, e.score) == (gpus, busbw, score)
-    assert e.score == dec.scores(w, [f]).scores[0] == combine(e.terms)
-    assert [t.name for t in e.terms] == list(DEFAULT_STRATEGIES)  # every strategy, weight 0 ones too
-    assert json.loads(json.dumps(e.as_dict()))["busbw_gbps"] == busbw
+    e = explain1(dec, w, f)
+    assert (e.gpus, e.busbw_gbps, e.score) == (gpus, busbw, score)  # type: ignore[attr-defined]
+    assert e.score == dec.scores(w, [f]).scores[0] == combine(e.terms)  # type: ignore[attr-defined]
+    assert [t.name for t in e.terms] == ["bandwidth", "island"]  # type: ignore[attr-defined]
+    assert json.loads(json.dumps(e.as_dict()))["busbw_gbps"] == busbw  # type: ignore[attr-defined]
 
 
 def test_explain_a_rank_next_to_its_siblings(cluster: Cluster) -> None:
-    """Affinity 10 when the node's zone is the siblings' majority zone, 0 when not; the rest as above."""
+    """Affinity: 0 off where the node has the siblings' majority zone and class, 1 of 2 keys off elsewhere."""
     topo = corpus("h100_nv18")
     nodes = {n: cluster.node(n, topo, zone=z) for n, z in (("a1", "a"), ("a2", "a"), ("b1", "b"))}
     roster = JobRoster()
@@ -183,22 +196,35 @@ def test_explain_a_rank_next_to_its_siblings(cluster: Cluster) -> None:
     sib = roster.siblings(w, nodes.get, 1)
     assert sib is not None and sib.locality == ("a",) and sib.nodes == frozenset({"a1", "a2", "b1"})
     dec = decider()
-    # zone a: affinity zone matches and the class matches → 10; (60 + 5 + 10 + 20)/11 = 8.6 → 9
-    ea, eb = dec.explain(w, nodes["a1"], sib), dec.explain(w, nodes["b1"], sib)
-    assert terms(ea)["affinity"] == (2, 10) and ea.score == 9
-    # zone b: zone differs, class matches → 5; (60 + 5 + 10 + 10)/11 = 7.7 → 8
-    assert terms(eb)["affinity"] == (2, 5) and eb.score == 8
-    assert dec.scores(w, [nodes["a1"], nodes["b1"]], sib).scores == [9, 8]
-    # without siblings the per-node term is listed, abstaining, and the score is the shared one
-    e0 = dec.explain(w, nodes["a1"])
-    assert terms(e0)["affinity"] == (2, None) and e0.score == 8
+    # every node: the same V (all empty H100 boards, network unknown), island 2 (empty)
+    # a1: zone and class match → affinity 0 → 10 − 0 − 2 = 8
+    # b1: zone differs, class matches: round_half_up(2 × 1/2) = 1 → penalties 2 + 1 = 3 (the cap) → 7
+    ea, eb = dec.explain(w, [nodes["a1"], nodes["b1"]], sib)
+    assert ea is not None and eb is not None
+    assert points(ea) == {"bandwidth": 0, "island": -2, "affinity": 0} and ea.score == 8
+    assert points(eb) == {"bandwidth": 0, "island": -2, "affinity": -1} and eb.score == 7
+    assert dec.scores(w, [nodes["a1"], nodes["b1"]], sib).scores == [8, 7]
+    # a partly used node in zone a (6 free: the pod does not fill it): island 1, affinity 0 → 9, ahead of the
+    # empty one; one with exactly 4 free: filled, island 0 → 10
+    half = cluster.node("a3", topo, {2, 3, 4, 5, 6, 7}, zone="a")
+    assert dec.scores(w, [nodes["a1"], nodes["b1"], half], sib).scores == [8, 7, 9]
+    fits = cluster.node("a4", topo, {4, 5, 6, 7}, zone="a")
+    assert dec.scores(w, [half, fits], sib).scores == [9, 10]
+    # without siblings there is no affinity term, and the score is the group's
+    (e0,) = dec.explain(w, [nodes["a1"]])
+    assert e0 is not None and points(e0) == {"bandwidth": 0, "island": -2} and e0.score == 8
 
 
 def test_unjudged_nodes_explain_why() -> None:
     dec = decider()
     f = NodeFacts("gone", NodeState.STALE, problem="allocation is 4000s old", fail_reason="stale_allocation")
-    e = dec.explain(workload(4, intent=Intent.REQUIRED), f)
-    assert e.verdict.passes and e.score == 0 and e.problem == "allocation is 4000s old" and e.gpus == ()
+    e = explain1(dec, workload(4, intent=Intent.REQUIRED), f)
+    assert e.verdict.passes and e.score == 0 and e.problem == "allocation is 4000s old" and e.gpus == ()  # type: ignore[attr-defined]
+    # a node gputopo does not manage: nothing for GPU pods, fully allocated (10) for a pod without GPUs
+    cpu = NodeFacts("cpu-node", NodeState.NOT_OURS)
+    assert dec.explain(workload(2), [cpu, None])[0].score == 0  # type: ignore[union-attr]
+    assert dec.explain(workload(0), [cpu])[0].score == 10  # type: ignore[union-attr]
+    assert dec.explain(workload(0), [None]) == [None]
 
 
 # -- many nodes, decided once per group --------------------------------------------------------------------
@@ -228,16 +254,17 @@ def test_batch_answers_equal_one_node_explanations(cluster: Cluster) -> None:
     dec = decider()
     roster = JobRoster()
     roster.bind(JOB, "x", nodes[0].name)
-    for k in (1, 2, 3, 4, 8):
+    for k in (0, 1, 2, 3, 4, 8):
         for kind in (Kind.SINGLE if k == 1 else Kind.MULTI, Kind.INFERENCE, Kind.DISTRIBUTED):
             for intent in (Intent.PREFERRED, Intent.REQUIRED):
                 w = workload(k, kind, intent=intent, job=JOB if kind is Kind.DISTRIBUTED else None)
                 sib = roster.siblings(w, {f.name: f for f in nodes}.get, 1) if dec.needs_siblings(w) else None
                 scores = dec.scores(w, nodes, sib).scores
                 passed = set(dec.filter(w, nodes).passed)
-                for i, f in enumerate(nodes):
-                    e = dec.explain(w, f, sib)
-                    assert (e.score, e.verdict.passes) == (scores[i], i in passed), (f.name, k, kind, intent)
+                for i, e in enumerate(dec.explain(w, nodes, sib)):
+                    assert e is not None
+                    assert (e.score, e.verdict.passes) == (scores[i], i in passed), (e.node, k, kind, intent)
+                    assert not e.terms or e.score == combine(e.terms, Scorer.base(e.rule))
 
 
 def test_a_broken_group_fails_open_once(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,13 +287,24 @@ def test_a_broken_group_fails_open_once(cluster: Cluster, monkeypatch: pytest.Mo
     assert scored.scores[:2] == [0, 0] and scored.scores[2] > 0 and len(scored.errors) == 1
 
 
-def test_no_gpus_and_ignore_score_zero_everywhere(cluster: Cluster) -> None:
+def test_ignore_scores_zero_everywhere(cluster: Cluster) -> None:
     f = cluster.node("n", corpus("dgx1"))
     dec = decider()
-    assert dec.scores(workload(0), [f]).scores == [0]
     assert dec.scores(workload(4, intent=Intent.IGNORE), [f]).scores == [0]
+    assert dec.scores(workload(0, intent=Intent.IGNORE), [f]).scores == [0]
     assert list(dec.filter(workload(4, intent=Intent.IGNORE), [f]).passed) == [0]
     assert len(dec.cache) == 0  # nothing was decided
+
+
+def test_pods_without_gpus_go_where_gpus_are_allocated(cluster: Cluster) -> None:
+    """round_half_up(10 × allocated / 8): idle 0, 1 used → 1.25 → 1, half used 5, 7 used → 8.75 → 9, full 10;
+    a node gputopo does not manage 10, an unknown one 0. Absolute: no reference, no island term."""
+    dgx = corpus("dgx1")
+    nodes: list[NodeFacts | None] = [
+        cluster.node("idle", dgx), cluster.node("one", dgx, range(1, 8)), cluster.node("half", dgx, range(4)),
+        cluster.node("seven", dgx, [0]), cluster.node("full", dgx, []), NodeFacts("cpu", NodeState.NOT_OURS), None]
+    r = decider().scores(workload(0), nodes)
+    assert r.scores == [0, 1, 5, 9, 10, 10, 0] and r.rule is Rule.NONGPU and r.reference is None
 
 
 # -- the cache is bounded by bytes, and its estimate is not below what it holds ------------------------------

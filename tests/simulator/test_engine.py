@@ -15,7 +15,7 @@ from simulator import engine, metrics, runner
 from simulator.fleet import search_path
 from simulator.gpu_choice import AdmissionError, choose_share, choose_whole
 from simulator.gputopo_policy import GputopoPolicy
-from simulator.kubesched import SchedulerConfig, load_scheduler_config
+from simulator.kubesched import KUBE_SCHEDULER_DEFAULTS, SchedulerConfig, load_scheduler_config
 from simulator.model import NodeSpec, PodSpec
 from simulator.policies import BestFit, KubeScheduler, RandomFit
 from simulator.scenario import DEMO_SCENARIO, load_scenario
@@ -37,15 +37,19 @@ POD2 = PodSpec("p2", "2gpu", 8000, 16 * 1024, num_gpu=2, gpu_milli=1000)
 
 def test_gputopo_takes_the_nvlink_pair_where_the_default_scheduler_spreads() -> None:
     cfg = load_scheduler_config()
-    # default: LeastAllocated cpu 96 vs 98 (8000 of 256000 / 512000), memory 98 both -> 97 vs 98;
-    # BalancedAllocation 99 (cpu .031, mem .016) vs 100 -> rtx wins 198 to 196.
+    # default (kube-scheduler's defaults): LeastAllocated cpu 96 vs 98 (8000 of 256000 / 512000), memory 98 both
+    # -> 97 vs 98; BalancedAllocation 99 (cpu .031, mem .016) vs 100 -> rtx wins 198 to 196.
     state = ClusterState(_two_boards())
-    res = engine.run(state, [POD2], KubeScheduler("default", cfg, state, None), 1, whole_choice="device-plugin")
+    res = engine.run(state, [POD2], KubeScheduler("default", KUBE_SCHEDULER_DEFAULTS, state, None), 1,
+                     whole_choice="device-plugin")
     (rec,) = res.records
     assert rec.node == 1 and rec.best_level == 1 and rec.level == 6  # NVLink offered, SYS taken
     assert rec.cross_socket is True and rec.busbw_gbps == 6.0
-    # gputopo: the extender scores the pairs board 10 (level NVLink 10, fit 2/2 -> 10) and the RTX board 1
-    # (level SYS 1 x8, fit 2/8 -> 3 x2: 14/10), times weight 5 x 10: 500 vs 50 outweighs the 2-point gap.
+    assert rec.best_busbw_gbps == 240.0 and rec.node_best_busbw_gbps == 6.0  # offered 240, every rtx pair 6
+    # gputopo, shipped configuration: MostAllocated cpu+gpu: pairs (3 + 25)/2 = 14, rtx (1 + 25)/2 = 13;
+    # Balanced cpu, memory, gpu: pairs (.031, .016, .25) std .107 -> 89, rtx (.016, .016, .25) std .110 -> 88.
+    # The extender: best pair NV12 = 240 (V*) on the empty pairs board, island penalty 2 -> 8; rtx pairs are
+    # SYS, 6 GB/s: 3 x log2(240/6) = 15.97 -> 16 points off -> 0. x weight 10 x 10: 800 vs 0.
     state = ClusterState(_two_boards())
     res = engine.run(state, [POD2], KubeScheduler("gputopo", cfg, state, GputopoPolicy()), 1,
                      whole_choice="device-plugin")
@@ -60,9 +64,12 @@ def test_metrics_of_the_hand_worked_runs() -> None:
     out = {}
     for name in ("gputopo", "default"):
         state = ClusterState(_two_boards())
-        chooser = KubeScheduler(name, cfg, state, GputopoPolicy() if name == "gputopo" else None)
+        chooser = (KubeScheduler(name, cfg, state, GputopoPolicy()) if name == "gputopo"
+                   else KubeScheduler(name, KUBE_SCHEDULER_DEFAULTS, state, None))
         out[name] = metrics.run_metrics(engine.run(state, [POD2], chooser, 1, whole_choice="device-plugin"))
     assert out["gputopo"]["aligned_pct"] == 100.0 and out["default"]["aligned_pct"] == 0.0
+    assert out["gputopo"]["bw_aligned_pct"] == 100.0 and out["default"]["bw_aligned_pct"] == 0.0
+    assert out["gputopo"]["busbw_per_gpu_gbps"] == 240.0 and out["default"]["busbw_per_gpu_gbps"] == 6.0
     assert out["gputopo"]["cross_socket_pct"] == 0.0 and out["default"]["cross_socket_pct"] == 100.0
     assert out["gputopo"]["by_kind"]["2gpu"]["placed"] == 1
 

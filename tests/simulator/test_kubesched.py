@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from policy.scoring.weights import EXTENDER_WEIGHT
 from simulator.errors import ScenarioError
 from simulator.kubesched import (
     DEFAULT_SCHEDULER_CONFIG,
+    KUBE_SCHEDULER_DEFAULTS,
     FitScoring,
     ResourceSpec,
     balanced_allocation,
@@ -181,12 +183,21 @@ def test_the_shipped_configuration_is_read() -> None:
     cfg = load_scheduler_config(DEFAULT_SCHEDULER_CONFIG)
     assert cfg.percentage_of_nodes_to_score == 100
     assert (cfg.fit_weight, cfg.balanced_weight) == (1, 1)
-    assert cfg.fit.type == "LeastAllocated"
-    assert [r.name for r in cfg.fit.resources] == ["cpu", "memory"]
+    assert cfg.fit.type == "MostAllocated"
+    assert [(r.name, r.weight) for r in cfg.fit.resources] == [("cpu", 1), ("nvidia.com/gpu", 1)]
+    assert [r.name for r in cfg.balanced_resources] == ["cpu", "memory", "nvidia.com/gpu"]
     (ext,) = cfg.extenders
-    assert (ext.filter_verb, ext.prioritize_verb, ext.weight) == ("filter", "prioritize", 5)
-    assert ext.managed_resources == ("nvidia.com/gpu",)
-    assert ext.is_interested(("cpu", "memory", "nvidia.com/gpu")) and not ext.is_interested(("cpu", "memory"))
+    assert (ext.filter_verb, ext.prioritize_verb, ext.weight) == ("filter", "prioritize", EXTENDER_WEIGHT)
+    assert ext.managed_resources == ()  # every pod of the profile reaches the extender, CPU-only ones too
+    assert ext.is_interested(("cpu", "memory", "nvidia.com/gpu")) and ext.is_interested(("cpu", "memory"))
+
+
+def test_the_default_policy_is_kube_schedulers_own_defaults() -> None:
+    """Not the shipped file: changing what gputopo ships must never move the baseline."""
+    d = KUBE_SCHEDULER_DEFAULTS
+    assert d.percentage_of_nodes_to_score is None and not d.extenders  # adaptive, as with no configuration
+    assert (d.fit.type, [r.name for r in d.fit.resources]) == ("LeastAllocated", ["cpu", "memory"])
+    assert [r.name for r in d.balanced_resources] == ["cpu", "memory"] and (d.fit_weight, d.balanced_weight) == (1, 1)
 
 
 RAW = """\
