@@ -1,4 +1,4 @@
-"""HTTP layer: ``POST /filter``, ``POST /prioritize``, ``/healthz``, ``/readyz``, ``/metrics``.
+"""HTTP layer: ``POST /filter``, ``POST /prioritize``, ``POST /explain``, ``/healthz``, ``/readyz``, ``/metrics``.
 
 The last three are also served by a second, plain-HTTP app (``app.state.health_app``) that
 ``gputopo extender`` listens with on ``--metrics-port``: Prometheus and the kubelet's probes
@@ -46,6 +46,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from extender.explain import EXPLAIN_MAX_NODES, explain
 from extender.metrics import Metrics
 from extender.server import listen_socket
 from extender.service import Answer, Service
@@ -193,6 +194,12 @@ def create_app(
     @app.post("/prioritize")
     async def prioritize(request: Request) -> Response:
         return await run("prioritize", request, service.prioritize)
+
+    @app.post("/explain")
+    async def explain_(request: Request) -> Response:
+        """Debug: a prioritize body, answered per node with its set, ring, bandwidth and terms (extender/explain.py)."""
+        wanted = request.query_params.getlist("node")[:EXPLAIN_MAX_NODES]
+        return await run("explain", request, lambda body: explain(service, body, wanted))
 
     health = FastAPI(title="gputopo scheduler extender: health and metrics", docs_url=None, redoc_url=None,
                      openapi_url=None)

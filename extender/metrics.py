@@ -7,11 +7,15 @@ this registry only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: the best candidate's predicted busbw of a request (GB/s): ×2 steps from a PCIe pair's 3 to a GB200 tray's 722
+_BUSBW_BUCKETS = (1.5, 3.0, 6.0, 12.0, 24.0, 48.0, 96.0, 192.0, 384.0, 768.0)
 
 
 class Metrics:
@@ -102,3 +106,31 @@ class Metrics:
             "1 once the cached mode's informers completed their first list (always 1 when stateless).",
             registry=r,
         )
+        self.scores = Counter(
+            "gputopo_extender_scores_total",
+            "Prioritize scores given, by the rule that scored the pod (multi-gpu, rank, one-gpu, no-whole-gpu, "
+            "none) and the score 0..10: a histogram with one bucket per score.",
+            ["rule", "score"],
+            registry=r,
+        )
+        self.best_busbw = Histogram(
+            "gputopo_extender_best_busbw_gbps",
+            "Per prioritize request for a multi-GPU pod or rank: the best candidate's predicted NCCL bus bandwidth "
+            "(V*, GB/s; a rank's counts its network path), by rule.",
+            ["rule"],
+            buckets=_BUSBW_BUCKETS,
+            registry=r,
+        )
+        self._score_children: dict[tuple[str, int], Counter] = {}
+
+    def observe_scores(self, rule: str, counts: Mapping[int, int], reference: float | None) -> None:
+        """Count one request's scores (``counts``: score → nodes given it) and its best candidate's busbw."""
+        for value, n in counts.items():
+            if n:
+                key = (rule, max(0, min(10, value)))
+                child = self._score_children.get(key)
+                if child is None:
+                    child = self._score_children.setdefault(key, self.scores.labels(rule, str(key[1])))
+                child.inc(n)
+        if reference is not None and rule in ("multi-gpu", "rank"):
+            self.best_busbw.labels(rule).observe(reference)

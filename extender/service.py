@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ import pydantic_core
 from pydantic import ValidationError
 
 from extender.answers import AnswerTables, Cold, Unjudged, answer_filter, answer_prioritize, warm_only
+from extender.explain import log_explanations
 from extender.metrics import Metrics
 from extender.wire import ExtenderArgs, PriorityEncoder, encode_filter_result
 from policy import workload as wl
@@ -309,6 +311,9 @@ class Service:
         self._node_errors("prioritize", result.errors)
         self._count_inexact("prioritize", w, facts)
         scores = result.scores
+        self.metrics.observe_scores(result.rule.value, Counter(scores), result.reference)
+        if log.isEnabledFor(logging.DEBUG):
+            log_explanations(self.decider, w, names, facts, siblings)
         out = self._priorities.encode(names, scores)
         self.metrics.requests.labels("prioritize", "ok").inc()
         self.metrics.latency.labels("prioritize").observe(time.perf_counter() - start)
@@ -327,7 +332,7 @@ class Service:
         (:func:`extender.answers.warm_only`): C-level passes bounded by the cluster's size. A
         cold, large, odd or failing request goes to the worker thread, which answers it in full.
         """
-        if len(body) > self.INLINE_MAX_BYTES:
+        if verb not in ("filter", "prioritize") or len(body) > self.INLINE_MAX_BYTES:
             return None
         try:
             a = _decode_names(body)
@@ -396,6 +401,9 @@ class Service:
         if shape is not None and self.view is not None and self.decider.needs_siblings(w):
             siblings = self.view.siblings(w)
         out = answer_prioritize(names, tables.table(shape, self.decider), siblings)
+        self.metrics.observe_scores(out.rule.value, out.histogram or {}, out.reference)
+        if log.isEnabledFor(logging.DEBUG) and self.view is not None:
+            log_explanations(self.decider, w, names, [self.view.facts(n) for n in names], siblings)
         self._count_unjudged("prioritize", out.unjudged)
         self._node_errors("prioritize", out.errors)
         if out.inexact:

@@ -193,3 +193,10 @@ def test_scores_follow_each_requests_reference() -> None:
         assert got == ref.prioritize(body).body and json.loads(got) == want[body]
     (table,) = [t for t in cache.answers._tables.values() if t.shape is not None and t.shape.gpus == 2]
     assert table.scored_ref == 370.8  # adopted at the second of the three "both" in a row
+    # the score metric counts what the prepared path served: five "both" (an 8 and a 0) and five "alone" (an 8)
+    reg = fast.metrics.registry
+    assert reg.get_sample_value("gputopo_extender_scores_total", {"rule": "multi-gpu", "score": "8"}) == 10.0
+    assert reg.get_sample_value("gputopo_extender_scores_total", {"rule": "multi-gpu", "score": "0"}) == 5.0
+    assert reg.get_sample_value("gputopo_extender_best_busbw_gbps_count", {"rule": "multi-gpu"}) == 10.0
+    # /explain is never answered from the prepared fragments (it is not a scheduler verb)
+    assert fast.answer_now("explain", both) is None and fast.answer_now("prioritize", both) is not None
