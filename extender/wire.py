@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, TypeAdapter, field_validator, model_validator
 
+from policy.scoring.base import MAX_SCORE, clamp
+
 __all__ = [
     "MAX_EXTENDER_PRIORITY",
     "MIN_EXTENDER_PRIORITY",
@@ -49,7 +51,7 @@ __all__ = [
 ]
 
 MIN_EXTENDER_PRIORITY = 0
-MAX_EXTENDER_PRIORITY = 10
+MAX_EXTENDER_PRIORITY = MAX_SCORE  # the protocol's name (extenderv1.MaxExtenderPriority); one definition
 
 KubeObject = dict[str, Any]
 
@@ -122,7 +124,7 @@ class ExtenderFilterResult(GoStruct):
 
 def clamp_score(score: int) -> int:
     """Clamp to ``[MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY]`` (the scheduler never does)."""
-    return MIN_EXTENDER_PRIORITY if score < MIN_EXTENDER_PRIORITY else min(score, MAX_EXTENDER_PRIORITY)
+    return clamp(score)
 
 
 class HostPriority(GoStruct):

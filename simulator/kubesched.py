@@ -31,7 +31,6 @@ What is modelled, per pod:
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from policy.scoring.base import MAX_SCORE
 from simulator.errors import ScenarioError
 
 __all__ = [
@@ -64,7 +64,7 @@ __all__ = [
 IntArray = npt.NDArray[np.int64]
 
 MAX_NODE_SCORE = 100  # framework.MaxNodeScore
-MAX_EXTENDER_PRIORITY = 10  # extenderv1.MaxExtenderPriority
+MAX_EXTENDER_PRIORITY = MAX_SCORE  # extenderv1.MaxExtenderPriority: the policy's one definition
 MAX_CUSTOM_PRIORITY_SCORE = 10  # config.MaxCustomPriorityScore (RequestedToCapacityRatio shape scores)
 MIN_FEASIBLE_NODES_TO_FIND = 100
 MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND = 5
@@ -378,8 +378,3 @@ def load_scheduler_config(
         balanced_resources=balanced,
         extenders=_extenders(doc),
     )
-
-
-def round_half_away(x: float) -> int:
-    """Go's ``math.Round``."""
-    return int(math.copysign(math.floor(abs(x) + 0.5), x))

@@ -34,13 +34,14 @@ from types import ModuleType
 from labeler.topology.errors import ConfigError
 from policy.decision.evaluation import TopoContext
 from policy.scoring import affinity, allocated, bandwidth, free_value, island, network
-from policy.scoring.base import BestSet, GroupValue, Rule, Term, clamp, round_half_up
+from policy.scoring.base import MAX_SCORE, BestSet, GroupValue, Rule, Term, add_up, round_half_up
 from policy.scoring.weights import PENALTY_CAP, WEIGHTS, Weight
 from policy.siblings import Siblings
 from policy.workload import Kind
 
 __all__ = [
     "DEFAULT_STRATEGIES",
+    "MAX_SCORE",
     "STRATEGIES",
     "WEIGHTS",
     "BestSet",
@@ -131,9 +132,9 @@ class Scorer:
             return int(v)
         top = v if ref is None else ref
         if g.rule is Rule.SINGLE:
-            return clamp(10 - free_value.drop(v, top))
+            return add_up(MAX_SCORE, (-free_value.drop(v, top),))
         d = bandwidth.drop(v, top) if "bandwidth" in self.enabled else 0
-        return clamp(10 - d - min(PENALTY_CAP, g.penalty + node_penalty))
+        return add_up(MAX_SCORE, (-d, -min(PENALTY_CAP, g.penalty + node_penalty)))
 
     def node_penalty(self, rule: Rule, locality: tuple[str | None, ...], topology_class: str | None,
                      siblings: Siblings | None) -> int:
@@ -150,7 +151,7 @@ class Scorer:
     @staticmethod
     def base(rule: Rule) -> int:
         """What the terms' points are added to: 10, or 0 for pods without GPUs (an absolute score)."""
-        return 0 if rule in (Rule.NONGPU, Rule.NONE) else 10
+        return 0 if rule in (Rule.NONGPU, Rule.NONE) else MAX_SCORE
 
     def terms(self, g: GroupValue, ref: float | None, *, gpus: int, node_penalty: int = 0,
               affinity_detail: Detail | None = None) -> tuple[Term, ...]:
@@ -217,13 +218,13 @@ def best_set(ctx: TopoContext, free_mask: int, k: int, *, rank: bool = False) ->
     return BestSet(found.mask, gpus, value_, ring, None if p is None else p.gbps, known, found.exhaustive)
 
 
-def combine(terms: Iterable[Term], base: int = 10) -> int:
+def combine(terms: Iterable[Term], base: int = MAX_SCORE) -> int:
     """The score the terms explain: ``clamp(base + Σ points)``.
 
     >>> combine([Term("bandwidth", -3), Term("island", -1)])
     6
     """
-    return clamp(base + sum(t.points for t in terms))
+    return add_up(base, (t.points for t in terms))
 
 
 def resolve(names: Sequence[str]) -> Scorer:

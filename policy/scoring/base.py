@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["EPS", "BestSet", "GroupValue", "Rule", "Term", "clamp", "round_half_up"]
+__all__ = ["EPS", "MAX_SCORE", "BestSet", "GroupValue", "Rule", "Term", "add_up", "clamp", "round_half_up"]
 
 #: exact halves must round up whatever the float noise says (3·log2(√8) = 4.5 computes as 4.499999…)
 EPS = 1e-9
@@ -36,9 +37,27 @@ def round_half_up(x: float) -> int:
     return math.floor(x + 0.5 + EPS)
 
 
+#: the top of an extender's score range: kube-scheduler's ``extenderv1.MaxExtenderPriority`` (it multiplies a
+#: score by ``weight × MaxNodeScore / MaxExtenderPriority``); the one definition, used by the extender's wire
+#: code and the simulator's scheduler model
+MAX_SCORE = 10
+
+
 def clamp(score: int) -> int:
-    """Into the extender's range 0..10."""
-    return max(0, min(10, score))
+    """Into the extender's range 0..:data:`MAX_SCORE`."""
+    return max(0, min(MAX_SCORE, score))
+
+
+def add_up(base: int, points: Iterable[int]) -> int:
+    """THE combination rule: a score is ``clamp(base + Σ points)``, each term adding its (negative) points.
+
+    Used by :meth:`policy.scoring.Scorer.finish` (the answer) and :func:`policy.scoring.combine`
+    (the explanation), so the two cannot disagree.
+
+    >>> add_up(10, (-3, -2)), add_up(10, (-24,)), add_up(0, (5,))
+    (5, 0, 5)
+    """
+    return clamp(base + sum(points))
 
 
 class Rule(enum.Enum):
