@@ -96,7 +96,10 @@ def test_scheduler_rbac_and_config_mount() -> None:
     spec = dep["spec"]["template"]["spec"]
     assert spec["serviceAccountName"] == "gputopo-scheduler"
     (c,) = spec["containers"]
-    assert c["image"].startswith("registry.k8s.io/kube-scheduler:")
+    # the version make e2e builds and runs this configuration on (hack/kube/go.mod), not an older one
+    gomod = (MANIFESTS.parent / "hack" / "kube" / "go.mod").read_text(encoding="utf-8")
+    (tested,) = [line.split()[1] for line in gomod.splitlines() if line.strip().startswith("k8s.io/kubernetes v")]
+    assert c["image"] == f"registry.k8s.io/kube-scheduler:{tested}"
     cm = one("scheduler", "ConfigMap")
     mount = next(m for m in c["volumeMounts"] if m["name"] == "config")
     assert f"--config={mount['mountPath']}/config.yaml" in c["command"]

@@ -232,6 +232,20 @@ def test_tls_scheduler_config_differs_only_in_transport() -> None:
     assert stripped == base
 
 
+def test_tls_scheduler_config_is_generated_from_the_base() -> None:
+    """The overlay's copy of the configuration is hack/tls_scheduler_config.py's output for today's base file."""
+    import importlib.util
+
+    path = ROOT.parent / "hack" / "tls_scheduler_config.py"
+    spec = importlib.util.spec_from_file_location("tls_scheduler_config", path)
+    assert spec is not None and spec.loader is not None
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    want = gen.render((ROOT / "scheduler" / "configmap.yaml").read_text(encoding="utf-8"))
+    got = (ROOT / "overlays" / "tls" / "scheduler-config-tls.yaml").read_text(encoding="utf-8")
+    assert got == want, "stale: run python hack/tls_scheduler_config.py"
+
+
 def test_tls_files_are_mounted_from_secrets() -> None:
     tls_cfg = _scheduler_config(_patched("ConfigMap", "scheduler", "scheduler-config-tls.yaml"))["extenders"][0]
     sched = _patched("Deployment", "scheduler", "scheduler-client-cert.yaml")
