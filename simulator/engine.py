@@ -10,7 +10,7 @@ the pod's binding took.
 Per placed pod the record keeps what the metrics need: the ring bottleneck of
 the GPUs it got, the best level and the best predicted bandwidth any feasible
 node offered at arrival, the predicted ring bandwidth of its GPUs
-(:mod:`simulator.bandwidth`), whether the set spans sockets, and the best
+(:mod:`policy.bandwidth`, the audits' figure), whether the set spans sockets, and the best
 prediction of any free set on the node it went to: the device model picked a
 worse set when its GPUs predict less (the device-plugin gap, by bandwidth).
 """
@@ -28,7 +28,7 @@ import numpy as np
 from labeler.topology import placement
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
-from simulator import bandwidth
+from policy import bandwidth
 from simulator.gpu_choice import AdmissionError, WholeChoice, choose_share, choose_whole
 from simulator.model import PodSpec
 from simulator.policies import NodeChooser, fit_filter
@@ -106,7 +106,7 @@ class _Topologies:
         """The best predicted busbw of a free k-set (memoised)."""
         key = (t, free_mask, k)
         if key not in self._best_bw:
-            self._best_bw[key] = bandwidth.best_free_busbw_gbps(self.topos[t], free_mask, k)
+            self._best_bw[key] = bandwidth.best_free_busbw(self.topos[t], free_mask, k)
         return self._best_bw[key]
 
     def ring(self, t: int, positions: Sequence[int]) -> tuple[int, float | None, bool, tuple[int, int]]:
@@ -118,13 +118,14 @@ class _Topologies:
         if hit is None:
             topo = self.topos[t]
             gpus = [topo.gpus[p].index for p in positions]
-            link = bandwidth.ring_bottleneck(topo, gpus)
-            assert link is not None
+            ring = bandwidth.ring(topo, gpus)
+            assert ring is not None
+            link = ring.bottleneck
             sys_pair = any(
                 (lk := topo.gpu_link(a, b)) is not None and lk.level is LinkLevel.SYS
                 for i, a in enumerate(gpus) for b in gpus[i + 1:]
             )
-            hit = self._set[(t, mask)] = (int(link.level), bandwidth.ring_busbw_gbps(topo, gpus), sys_pair, link.rank)
+            hit = self._set[(t, mask)] = (int(link.level), bandwidth.expected_busbw(topo, gpus), sys_pair, link.rank)
         return hit
 
 

@@ -18,7 +18,7 @@
 - ``cross_socket_pct``: of the placed multi-GPU pods, the share whose GPU set
   has a pair that crosses sockets (``SYS``).
 - ``busbw_gbps``: mean predicted ring bandwidth of the placed multi-GPU pods
-  (:func:`simulator.bandwidth.ring_busbw_gbps`); ``busbw_per_gpu_gbps``: the
+  (:func:`policy.bandwidth.expected_busbw`); ``busbw_per_gpu_gbps``: the
   same weighted by the pods' GPUs (what a GPU of a multi-GPU pod gets).
 - ``failed_pods``: pods no node could take, or that kubelet would refuse (the
   whole run, up to 130 % of capacity arrived); ``failed_before_full``: those

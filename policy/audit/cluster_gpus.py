@@ -35,8 +35,8 @@ from labeler.topology import numa
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.placement import Placer
-from policy.audit.bandwidth import expected_busbw
 from policy.audit.cluster_nodes import Freshness, NodeView
+from policy.bandwidth import expected_busbw
 
 __all__ = [
     "NCCL_COMMAND",
@@ -53,7 +53,7 @@ __all__ = [
 #: nccl-tests (NVIDIA/nccl-tests README): one process driving all the node's GPUs (-g), message sizes
 #: 8 B to 1 GiB doubling (-f 2); 1 GiB keeps send+receive buffers at 2 GiB per GPU. NCCL_DEBUG=INFO makes
 #: the log name the GPUs and paths NCCL chose, which `gputopo audit nccl` reads and compares with the
-#: expectation printed beside the command (policy.audit.bandwidth, the one bandwidth seam).
+#: expectation printed beside the command (policy.bandwidth, the one bandwidth seam).
 NCCL_COMMAND = "NCCL_DEBUG=INFO all_reduce_perf -b 8 -e 1G -f 2 -g {gpus}"
 
 
@@ -211,7 +211,7 @@ class NcclSuggestion:
     gpus: int
     command: str
     age_s: float | None
-    expected_busbw_gbps: float | None  # policy.audit.bandwidth.expected_busbw of all the node's GPUs
+    expected_busbw_gbps: float | None  # policy.bandwidth.expected_busbw of all the node's GPUs
 
 
 def nccl_suggestion(views: Sequence[NodeView]) -> NcclSuggestion | None:

@@ -2,7 +2,7 @@
 
 Pure analysis for ``gputopo audit nccl`` over a parsed log (:mod:`policy.audit.nccl_log`) and,
 when known, the node's topology: which GPUs the run used, the peak bus bandwidth it
-measured, what :func:`policy.audit.bandwidth.expected_busbw` predicts for that GPU set, and the
+measured, what :func:`policy.bandwidth.expected_busbw` predicts for that GPU set, and the
 likely causes of a shortfall. Causes that need facts the topology does not carry yet (P2P
 capability, PCIe link width) are reported only when the log itself shows them: ``via SHM``
 means the GPUs did not talk peer-to-peer, ``NCCL_P2P_LEVEL set by environment to LOC``
@@ -30,8 +30,8 @@ from labeler.topology.findings import Finding, Severity
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.placement import Placement, placer_for
-from policy.audit.bandwidth import expected_busbw, ring
 from policy.audit.nccl_log import NcclLog, Section, Transport
+from policy.bandwidth import expected_busbw, ring
 
 __all__ = ["BELOW", "FAR_BELOW", "RunAudit", "Verdict", "analyse", "to_dict"]
 
@@ -310,7 +310,7 @@ def _audit(log: NcclLog, section: Section | None, topo: Topology | None, given: 
                         else "multi-host run; no intra-node ring closes over known links")
             else:
                 expected = bound
-                note = ("predicted by the bandwidth model (policy.audit.bandwidth.expected_busbw)" if bound is not None
+                note = ("predicted by the bandwidth model (policy.bandwidth.expected_busbw)" if bound is not None
                         else "no ring over known links closes through these GPUs")
             if placement is not None:
                 bn = placement.bottleneck

@@ -3,8 +3,8 @@
 Pure analysis for ``gputopo audit pod`` (the I/O — environment, files, the probe, the
 Kubernetes API, ``sched_getaffinity`` — lives in :mod:`gputopo.audit_pod`). Every
 topology question is answered by the core: islands by :mod:`labeler.topology.islands`,
-the ring by :mod:`labeler.topology.placement` through :func:`policy.audit.bandwidth.ring`, the
-bandwidth by :func:`policy.audit.bandwidth.expected_busbw`, NICs by
+the ring by :mod:`labeler.topology.placement` through :func:`policy.bandwidth.ring`, the
+bandwidth by :func:`policy.bandwidth.expected_busbw`, NICs by
 :mod:`labeler.topology.nic_locality`.
 """
 
@@ -21,8 +21,8 @@ from labeler.topology.links import ISLAND_LEVELS, LEVEL_MEANING, Link, LinkLevel
 from labeler.topology.model import Topology
 from labeler.topology.placement import Placement, placer_for
 from labeler.topology.serialize import format_cpulist
-from policy.audit.bandwidth import expected_busbw, ring
 from policy.audit.device_list import MigDevice, Resolution
+from policy.bandwidth import expected_busbw, ring
 
 __all__ = [
     "Alignment",

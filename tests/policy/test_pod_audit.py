@@ -10,7 +10,7 @@ Expected values are read off the corpus matrices by hand:
 - 010 (DGX A100): NV12 all-to-all, each GPU pair has two NICs at PXB.
 
 Predicted bandwidths come from the bandwidth model (docs/bandwidth.md) through
-policy.audit.bandwidth.expected_busbw, GB/s per direction. The corpus text carries no GPU facts, so
+policy.bandwidth.expected_busbw, GB/s per direction. The corpus text carries no GPU facts, so
 they are the model's values for unknown facts: NVLink at the slowest generation that can have
 that many links (12 links: 20 per link; 1 link: 12), PCIe at Gen3 x16 (12; NODE goes through
 host memory at that rate), SYS at the socket link of an unknown CPU (6).
