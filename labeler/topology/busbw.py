@@ -37,16 +37,15 @@ sorted iteration only, values rounded to 1 MB/s.
 from __future__ import annotations
 
 import enum
-import functools
 import itertools
 import math
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from labeler.topology import bandwidth, islands, limits, nic_locality
 from labeler.topology.bandwidth import Resolved
+from labeler.topology.bytecache import MISS, ByteCache, Memo
 from labeler.topology.findings import gpu_set
 from labeler.topology.links import Link, LinkLevel
 from labeler.topology.model import P2P, Topology
@@ -175,7 +174,6 @@ _SWITCH_TIERS = (frozenset({LinkLevel.PIX}), frozenset({LinkLevel.PIX, LinkLevel
 #: PCIe levels a ring should visit in one stretch, loosest first (NVLink islands innermost)
 _ORDER_LEVELS = (LinkLevel.NODE, LinkLevel.PHB, LinkLevel.PXB, LinkLevel.PIX)
 _P2P_UNKNOWN = "P2P status unknown: PIX/PXB pairs staged through host memory (the worse case)"
-_MISS = object()
 
 
 class BandwidthModel:
@@ -206,11 +204,22 @@ class BandwidthModel:
         self._order = [tuple(c[p] for c in by_level) for p in everyone]
         self._switches = [self._components(everyone, _one_of(tier)) for tier in _SWITCH_TIERS]
         self._sockets = self._components(everyone, _one_of(_SOCKET_LEVELS))
-        self._cache: dict[tuple[int, bool], Prediction | None] = {}
+        self._cache: Memo[tuple[int, bool], Prediction | None] = Memo(cache_size)
         self._cache_size = cache_size
-        self._lock = threading.Lock()
 
     # -- public API ---------------------------------------------------------------
+    def cost_bytes(self) -> int:
+        """Estimated bytes this model can hold once its memo is full (for byte-bounded caches).
+
+        A memo key is (GPU-set mask, multi-node), so a node of n GPUs has at most 2·2ⁿ of them.
+        Per prediction (hops, bottleneck, network path, reasons) tracemalloc measured 0.95–1.35 KB
+        on 4–8-GPU corpus boards (with the pair table filled along); counted here as 1.6 KB + 64 B
+        per GPU. The placer it holds is counted by its own cache.
+        """
+        n = len(self._index)
+        entries = min(self._cache_size, 2 << n)
+        return 4_000 + 200 * n * n + entries * (1_600 + 64 * n)
+
     def mask(self, gpus: Iterable[int]) -> int:
         """Bitmask (by position) of GPU indices, the placer's; an unknown index raises ``KeyError``."""
         return self._placer.mask(gpus)
@@ -226,15 +235,10 @@ class BandwidthModel:
 
     def predict_mask(self, mask: int, *, multi_node: bool = False) -> Prediction | None:
         key = (mask, multi_node)
-        hit = self._cache.get(key, _MISS)
-        if hit is not _MISS:
+        hit = self._cache.get(key, MISS)
+        if hit is not MISS:
             return hit  # type: ignore[return-value]
-        result = self._solve(mask, multi_node)
-        with self._lock:
-            if len(self._cache) >= self._cache_size:
-                self._cache.clear()
-            self._cache[key] = result
-        return result
+        return self._cache.put(key, self._solve(mask, multi_node))
 
     # -- the model ------------------------------------------------------------------
     def _solve(self, mask: int, multi_node: bool) -> Prediction | None:
@@ -598,10 +602,18 @@ def _one_of(levels: frozenset[LinkLevel]) -> Callable[[Link], bool]:
     return lambda link: link.level in levels
 
 
-@functools.lru_cache(maxsize=1024)
+#: process-wide models by topology, bounded by estimated bytes (see :meth:`BandwidthModel.cost_bytes`), as the
+#: placers are (:func:`labeler.topology.placement.placer_for`)
+_MODELS: ByteCache[Topology, BandwidthModel] = ByteCache(max_bytes=64 << 20, max_entries=4096)
+
+
 def model_for(topo: Topology) -> BandwidthModel:
-    """A process-wide cached :class:`BandwidthModel` (topologies are hashable values)."""
-    return BandwidthModel(topo)
+    """A process-wide cached :class:`BandwidthModel` (topologies are hashable values); bounded by bytes."""
+    hit = _MODELS.get(topo)
+    if hit is not None:
+        return hit
+    model = BandwidthModel(topo)
+    return _MODELS.put(topo, model, model.cost_bytes())
 
 
 def predict(topo: Topology, gpus: Iterable[int], *, multi_node: bool = False) -> Prediction | None:

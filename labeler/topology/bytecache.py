@@ -12,6 +12,11 @@ Reads take no lock (a dict lookup is atomic in CPython), so the extender's hot
 path pays nothing; writes take one. Eviction is by insertion order, not by use:
 a hit does not reorder, which keeps reads lock-free. A hot entry that is
 evicted is rebuilt once, at the cost of one decode.
+
+:class:`Memo` is the per-object answer memo inside those cached values (a placer's
+placements, a bandwidth model's predictions, a wiring's set searches): bounded by
+entries, cleared whole when full, so the value's :meth:`cost_bytes` can promise a
+ceiling to the :class:`ByteCache` that holds it.
 """
 
 from __future__ import annotations
@@ -20,10 +25,47 @@ import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-__all__ = ["ByteCache"]
+__all__ = ["MISS", "ByteCache", "Memo"]
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+
+#: what :meth:`Memo.get` returns for a key it does not hold (``None`` is a valid answer)
+MISS: object = object()
+
+
+class Memo(Generic[K, V]):
+    """A memo of at most ``max_entries`` answers, cleared whole when full (thread-safe).
+
+    Reads are a bound ``dict.get`` (no lock, no extra call layer: the hot paths call it per
+    group); writes take a lock. A race can only compute the same answer twice. Clearing
+    whole instead of evicting one keeps the bound without bookkeeping on the read path.
+
+    >>> m: Memo[int, str | None] = Memo(2)
+    >>> m.put(1, None), m.get(1, MISS), m.get(2, MISS) is MISS
+    (None, None, True)
+    >>> m.put(2, "b"), m.put(3, "c"), len(m)  # full at the third: cleared, then stored
+    ('b', 'c', 1)
+    """
+
+    __slots__ = ("_data", "_lock", "get", "max_entries")
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._data: dict[K, V] = {}
+        self._lock = threading.Lock()
+        self.get = self._data.get  # bound once: a read is one C call
+
+    def put(self, key: K, value: V) -> V:
+        with self._lock:
+            if len(self._data) >= self.max_entries:
+                self._data.clear()
+            self._data[key] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class ByteCache(Generic[K, V]):

@@ -40,12 +40,11 @@ recurses, so no GPU count can raise ``RecursionError``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from labeler.topology import limits
-from labeler.topology.bytecache import ByteCache
+from labeler.topology.bytecache import MISS, ByteCache, Memo
 from labeler.topology.links import SELF, Link, LinkLevel
 from labeler.topology.model import Topology
 
@@ -151,9 +150,8 @@ class Placer:
         self._wrow: list[list[int]] = [
             [0 if p == q else _fold(rank_of[p][q]) for q in range(n)] for p in range(n)
         ]
-        self._cache: dict[tuple[int, int], Placement | None] = {}
+        self._cache: Memo[tuple[int, int], Placement | None] = Memo(cache_size)
         self._cache_size = cache_size
-        self._lock = threading.Lock()
 
     # -- public API ---------------------------------------------------------------
     def cost_bytes(self) -> int:
@@ -185,15 +183,10 @@ class Placer:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         key = (free_mask, k)
-        hit = self._cache.get(key, _MISS)
-        if hit is not _MISS:
+        hit = self._cache.get(key, MISS)
+        if hit is not MISS:
             return hit  # type: ignore[return-value]
-        result = self._solve(free_mask, k)
-        with self._lock:
-            if len(self._cache) >= self._cache_size:
-                self._cache.clear()
-            self._cache[key] = result
-        return result
+        return self._cache.put(key, self._solve(free_mask, k))
 
     def islands_free(self, free: Iterable[int], level: LinkLevel) -> list[list[int]]:
         """Free GPUs grouped into islands at ``level`` (sorted, by first index)."""
@@ -499,8 +492,6 @@ def _lowest(mask: int, k: int) -> int:
         out |= 1 << p
     return out
 
-
-_MISS = object()
 
 #: process-wide placers by topology, bounded by estimated bytes (see :meth:`Placer.cost_bytes`)
 _PLACERS: ByteCache[Topology, Placer] = ByteCache(max_bytes=64 << 20, max_entries=4096)

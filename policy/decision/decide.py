@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labeler.topology.busbw import Prediction
+from labeler.topology.bytecache import Memo
 from labeler.topology.links import LinkLevel
 from policy.decision.cache import DecisionCache, GroupDecision, Shape, group_key
 from policy.decision.evaluation import PASS, TopoContext, Verdict
@@ -134,7 +135,7 @@ class Decider:
     def __init__(self, scorer: Scorer, *, cache: DecisionCache | None = None) -> None:
         self.scorer = scorer
         self.cache = cache if cache is not None else DecisionCache()
-        self._penalties: dict[tuple[Any, ...], int] = {}
+        self._penalties: Memo[tuple[Any, ...], int] = Memo(self.MAX_NODE_PENALTIES)
 
     # -- one group ----------------------------------------------------------------------
     def context(self, f: NodeFacts) -> TopoContext:
@@ -251,12 +252,8 @@ class Decider:
         if siblings is not None and self.scorer.uses_siblings(d.group.rule):
             key = (locality, topology_class, siblings)
             hit = self._penalties.get(key)
-            if hit is None:
-                hit = self.scorer.node_penalty(d.group.rule, locality, topology_class, siblings)
-                if len(self._penalties) >= self.MAX_NODE_PENALTIES:
-                    self._penalties.clear()
-                self._penalties[key] = hit
-            pen = hit
+            pen = hit if hit is not None else self._penalties.put(
+                key, self.scorer.node_penalty(d.group.rule, locality, topology_class, siblings))
         return self.scorer.finish(d.group, ref, pen)
 
     def scores(self, w: Workload, facts: Sequence[NodeFacts | None], siblings: Siblings | None = None) -> ScoreResult:

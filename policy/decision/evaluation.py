@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from labeler.topology import busbw, islands, nic_locality, placement, set_search
+from labeler.topology.bytecache import MISS, Memo
 from labeler.topology.links import ISLAND_LEVELS, LEVEL_MEANING, LinkLevel
 from labeler.topology.model import Topology
 
@@ -113,7 +114,7 @@ class TopoContext:
         self.topo = topo
         self.placer = placement.placer_for(topo)
         self.model = busbw.model_for(topo)
-        self._searches: dict[tuple[int, int, str], set_search.Found | None] = {}
+        self._searches: Memo[tuple[int, int, str], set_search.Found | None] = Memo(MAX_SEARCHES)
         self.total = len(topo.gpus)
         self.all_mask = (1 << self.total) - 1
         locality = nic_locality.compute(topo)
@@ -126,8 +127,9 @@ class TopoContext:
         self.natural_level = self._natural_level()
 
     def cost_bytes(self) -> int:
-        """Estimated bytes: the placer's own estimate (it holds its memo), this object and its full search memo."""
-        return self.placer.cost_bytes() + 2_000 + 64 * self.total + 200 * MAX_SEARCHES
+        """Estimated bytes: the placer's and the bandwidth model's own estimates (they hold their memos), this
+        object and its full search memo."""
+        return self.placer.cost_bytes() + self.model.cost_bytes() + 2_000 + 64 * self.total + 200 * MAX_SEARCHES
 
     def search(self, free_mask: int, k: int, what: str,
                value: Callable[[int], tuple[float, ...]]) -> set_search.Found | None:
@@ -137,19 +139,14 @@ class TopoContext:
         large nodes starts from the Placer's set.
         """
         key = (free_mask, k, what)
-        try:
-            return self._searches[key]
-        except KeyError:
-            pass
+        hit = self._searches.get(key, MISS)
+        if hit is not MISS:
+            return hit  # type: ignore[return-value]
         start = None
         if k >= 1 and math.comb(free_mask.bit_count(), k) > set_search.EXHAUSTIVE_MAX_SUBSETS:
             best = self.placer.best_mask(free_mask, k)
             start = None if best is None else self.placer.mask(best.gpus)
-        found = set_search.search(free_mask, k, value, start)
-        if len(self._searches) >= MAX_SEARCHES:
-            self._searches.clear()
-        self._searches[key] = found
-        return found
+        return self._searches.put(key, set_search.search(free_mask, k, value, start))
 
     def _natural_level(self) -> LinkLevel:
         """The tightest level at which the hardware groups GPUs (where single GPUs pack)."""

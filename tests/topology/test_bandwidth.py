@@ -424,3 +424,34 @@ def test_unknown_link_inside_a_set_is_valued_as_sys() -> None:
 def test_docs_render_the_table() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "bandwidth.md").read_text(encoding="utf-8")
     assert bandwidth.table_markdown() in doc
+
+
+@pytest.mark.parametrize("stem", ["051", "010", "005", "035", "038"])
+def test_a_models_byte_estimate_covers_its_full_memo(stem: str) -> None:
+    """model_for is bounded by bytes (as placer_for is): a model's estimate must cover what its memo really holds
+    once every (set, multi-node) key has been asked, measured with tracemalloc."""
+    import tracemalloc
+
+    topo = m.corpus(stem)
+    n = len(topo.gpus)
+    busbw.model_for(topo)  # the placer and the NIC locality it shares are not its cost
+    tracemalloc.start()
+    try:
+        model = busbw.BandwidthModel(topo)
+        for mask in range(1, 1 << n):
+            model.predict_mask(mask)
+            model.predict_mask(mask, multi_node=True)
+        used = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert used <= model.cost_bytes(), (used, model.cost_bytes())
+
+
+def test_model_for_is_bounded_by_bytes() -> None:
+    """The process-wide models live in a ByteCache: its budget, not an entry count, bounds them."""
+    from labeler.topology.bytecache import ByteCache
+
+    assert isinstance(busbw._MODELS, ByteCache) and busbw._MODELS.max_bytes == 64 << 20
+    t = m.corpus("051")
+    assert busbw.model_for(t) is busbw.model_for(t)
+    assert busbw._MODELS.bytes <= busbw._MODELS.max_bytes
