@@ -55,14 +55,9 @@ class FirstFit:
 
 
 def _setup() -> tuple[str, runner.Setup]:
-    env = os.environ.get("GPUTOPO_TRACE_DIR")
-    for d in [env] if env else []:
-        if (Path(d) / trace.NODE_LIST).is_file():
-            return "openb default (FGD replay, seed 42)", runner.trace_setup(d, "default", fleet.search_path())
-    for d in trace.DEFAULT_TRACE_DIRS:
-        p = ROOT / d if not Path(d).is_absolute() else Path(d)
-        if (p / trace.NODE_LIST).is_file():
-            return "openb default (FGD replay, seed 42)", runner.trace_setup(p, "default", fleet.search_path())
+    found = trace.find_trace_dir()
+    if found is not None:
+        return "openb default (FGD replay, seed 42)", runner.trace_setup(found, "default", fleet.search_path())
     sc = load_scenario(DEMO_SCENARIO, fleet.search_path())
     big = sc.__class__(sc.name, sc.description, tuple(
         n.__class__(f"{n.name}-{r}", n.topo, n.cpu_milli, n.memory_mib, n.model, n.labels)

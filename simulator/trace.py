@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,11 +31,13 @@ from simulator.errors import TraceError
 from simulator.model import MILLI, PodSpec
 
 __all__ = [
-    "DEFAULT_TRACE_DIRS",
     "NODE_LIST",
+    "SHARED_TRACE_DIR",
+    "TRACE_DIR_ENV",
     "TraceNode",
     "TracePod",
     "fgd_workload",
+    "find_trace_dir",
     "pod_kind",
     "pod_list_path",
     "read_nodes",
@@ -43,8 +46,10 @@ __all__ = [
     "whole_gpus_only",
 ]
 
-#: where `gputopo simulate --trace` and the trace tests look when not told (research-use data: not in the repo)
-DEFAULT_TRACE_DIRS: tuple[str, ...] = ("../shared/traces/alibaba-gpu-v2023", "/work/shared/traces/alibaba-gpu-v2023")
+#: the environment variable naming the trace directory (``cluster-trace-gpu-v2023/csv``) for the tests and benchmarks
+TRACE_DIR_ENV = "GPUTOPO_TRACE_DIR"
+#: else: where the project's shared data keeps it, relative to the repository root (research-use data: not in the repo)
+SHARED_TRACE_DIR = "../shared/traces/alibaba-gpu-v2023"
 NODE_LIST = "openb_node_list_gpu_node.csv"
 _POD_PREFIX = "openb_pod_list_"
 # the limits, with their reasons, are in labeler.topology.limits (docs/reliability.md)
@@ -53,6 +58,17 @@ _MAX_ROWS = limits.MAX_TRACE_ROWS
 _MAX_CPU_MILLI = limits.MAX_TRACE_CPU_MILLI
 _MAX_MEMORY_MIB = limits.MAX_TRACE_MEMORY_MIB
 _MAX_GPUS = limits.MAX_GPUS
+
+
+def find_trace_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """Where the trace tests and benchmarks read the trace: ``$GPUTOPO_TRACE_DIR``, else :data:`SHARED_TRACE_DIR`
+    next to the repository (a source checkout); None when neither holds the node list (``gputopo simulate``
+    itself always takes ``--trace DIR``)."""
+    env = os.environ if env is None else env
+    root = Path(__file__).resolve().parents[1]
+    candidates = [Path(env[TRACE_DIR_ENV])] if env.get(TRACE_DIR_ENV) else []
+    candidates.append(root / SHARED_TRACE_DIR)
+    return next((c for c in candidates if (c / NODE_LIST).is_file()), None)
 
 
 @dataclass(frozen=True, slots=True)

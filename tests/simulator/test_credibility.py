@@ -1,7 +1,8 @@
 """Credibility: on the real openb trace, the simulator's Random and BestFit land on FGD's published numbers.
 
 The trace is research-use only and not in the repository. This test reads it from
-``$GPUTOPO_TRACE_DIR`` or ``../shared/traces/alibaba-gpu-v2023`` and says so plainly
+``$GPUTOPO_TRACE_DIR`` or ``../shared/traces/alibaba-gpu-v2023`` next to the repository
+(``simulator.trace.find_trace_dir``) and says so plainly
 (a skip with the reason) when neither is there. Published values: the FGD authors'
 stored runs, unallocated GPU % at arrived = 100 %, mean of seeds 42..51
 (``shared/research/trace-baselines.md``).
@@ -9,14 +10,13 @@ stored runs, unallocated GPU % at arrived = 100 %, mean of seeds 42..51
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from simulator import fleet, runner
 from simulator.kubesched import load_scheduler_config
-from simulator.trace import DEFAULT_TRACE_DIRS, NODE_LIST
+from simulator.trace import find_trace_dir
 
 PUBLISHED = {  # pod list: (Random, BestFit)
     "default": (13.70, 7.14),
@@ -26,11 +26,7 @@ TOLERANCE = 1.5
 
 
 def _trace_dir() -> Path | None:
-    env = os.environ.get("GPUTOPO_TRACE_DIR")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve().parents[2]
-    candidates += [here / d if not Path(d).is_absolute() else Path(d) for d in DEFAULT_TRACE_DIRS]
-    return next((c for c in candidates if (c / NODE_LIST).is_file()), None)
+    return find_trace_dir()
 
 
 @pytest.mark.parametrize("pod_list", sorted(PUBLISHED))

@@ -160,3 +160,16 @@ def test_any_pod_list_is_read_or_refused_with_a_trace_error(rows: list[list[str]
     for p in pods:  # what is accepted is consistent
         assert p.cpu_milli >= 0 and p.memory_mib >= 0 and 0 <= p.gpu_milli <= 1000
         assert (p.num_gpu == 0) == (p.gpu_milli == 0) and (p.num_gpu <= 1 or p.gpu_milli == 1000)
+
+
+def test_the_trace_is_found_by_env_then_next_to_the_repository(tmp_path: Path) -> None:
+    """No machine path in the product: $GPUTOPO_TRACE_DIR, else ../shared relative to the repository root."""
+    from simulator.trace import NODE_LIST, SHARED_TRACE_DIR, TRACE_DIR_ENV, find_trace_dir
+
+    (tmp_path / NODE_LIST).write_text("sn,cpu_milli,memory_mib,num_gpu,gpu_model\n")
+    assert find_trace_dir({TRACE_DIR_ENV: str(tmp_path)}) == tmp_path
+    shared = Path(__file__).resolve().parents[2] / SHARED_TRACE_DIR
+    expected = shared if (shared / NODE_LIST).is_file() else None
+    assert find_trace_dir({TRACE_DIR_ENV: str(tmp_path / "absent")}) == expected
+    assert find_trace_dir({}) == expected
+    assert not Path(SHARED_TRACE_DIR).is_absolute()
