@@ -26,7 +26,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from labeler.topology.errors import GputopoError
+from labeler.topology.errors import ConfigError, GputopoError
+from policy.scoring import DEFAULT_STRATEGIES, resolve
 from simulator import fleet, report, runner, trace
 from simulator.gpu_choice import WHOLE_CHOICES
 from simulator.kubesched import DEFAULT_SCHEDULER_CONFIG, load_scheduler_config
@@ -85,6 +86,16 @@ def _policies(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _strategies(text: str) -> list[str]:
+    """``--strategy``: the extender's scoring terms to keep on (comma list), checked as the extender checks them."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    try:
+        resolve(names)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return names
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gputopo simulate",
@@ -118,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler-config", metavar="FILE",
                      help="KubeSchedulerConfiguration (raw or in a ConfigMap) for gputopo "
                           "(default: the one gputopo ships; the default policy is always kube-scheduler's defaults)")
+    run.add_argument("--strategy", dest="strategies", type=_strategies, default=list(DEFAULT_STRATEGIES),
+                     metavar="LIST", help="the extender's scoring terms for the gputopo policy, as its --strategy "
+                                          f"(default: all: {','.join(DEFAULT_STRATEGIES)})")
     run.add_argument("--profile", metavar="NAME", help="scheduler profile (schedulerName) to model (default: first)")
     run.add_argument("--gpu-choice", choices=WHOLE_CHOICES, default="device-plugin",
                      help="how GPUs inside the node are picked: NVIDIA's device plugin (best effort), a blind "
@@ -179,10 +193,10 @@ def main(argv: Sequence[str]) -> int:
         if bar is not None:
             with bar:
                 result = runner.simulate(setup, policies=args.policies, seeds=args.seeds, config=config,
-                                         whole_choice=args.gpu_choice, progress=start)
+                                         whole_choice=args.gpu_choice, progress=start, strategies=args.strategies)
         else:
             result = runner.simulate(setup, policies=args.policies, seeds=args.seeds, config=config,
-                                     whole_choice=args.gpu_choice)
+                                     whole_choice=args.gpu_choice, strategies=args.strategies)
     except GputopoError as e:
         err.print(f"[red]gputopo simulate:[/red] {e}")
         return EXIT_INPUT

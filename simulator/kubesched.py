@@ -134,10 +134,13 @@ class SchedulerConfig:
         return replace(self, extenders=())
 
 
-#: kube-scheduler with no configuration at all (the v1 API defaults: NodeResourcesFit LeastAllocated over cpu and
-#: memory, BalancedAllocation over cpu and memory, weights 1, percentageOfNodesToScore adaptive): the `default`
-#: policy. Frozen here, not read from the shipped file, so that changing what gputopo ships never moves the baseline.
-KUBE_SCHEDULER_DEFAULTS = SchedulerConfig(source="kube-scheduler defaults (kubescheduler.config.k8s.io/v1)")
+#: kube-scheduler's own scoring (the v1 API defaults: NodeResourcesFit LeastAllocated over cpu and memory,
+#: BalancedAllocation over cpu and memory, weights 1), with percentageOfNodesToScore 100 as gputopo's profile sets it,
+#: so that the policies differ in how they score, not in which nodes they sample: the `default` policy. Frozen
+#: here, not read from the shipped file, so that changing what gputopo ships never moves the baseline.
+KUBE_SCHEDULER_DEFAULTS = SchedulerConfig(
+    source="kube-scheduler defaults (kubescheduler.config.k8s.io/v1), percentageOfNodesToScore 100",
+    percentage_of_nodes_to_score=100)
 
 
 # -- arithmetic ---------------------------------------------------------------------------

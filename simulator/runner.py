@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policy.scoring import DEFAULT_STRATEGIES
 from simulator import engine, metrics, synthetic, trace
 from simulator.fleet import load_fleet_map, trace_fleet
 from simulator.gpu_choice import WholeChoice
@@ -75,9 +76,10 @@ def trace_setup(
                  {**describe, "mode": f"FGD replay, tune {tune}"})
 
 
-def make_chooser(policy: str, state: ClusterState, config: SchedulerConfig) -> NodeChooser:
+def make_chooser(policy: str, state: ClusterState, config: SchedulerConfig,
+                 strategies: Sequence[str] = DEFAULT_STRATEGIES) -> NodeChooser:
     if policy == "gputopo":
-        return KubeScheduler("gputopo", config, state, GputopoPolicy())
+        return KubeScheduler("gputopo", config, state, GputopoPolicy(strategies=strategies))
     if policy == "default":
         return KubeScheduler("default", KUBE_SCHEDULER_DEFAULTS, state, None)
     if policy == "bestfit":
@@ -96,8 +98,12 @@ def simulate(
     whole_choice: WholeChoice,
     progress: Callable[[int], Progress] | None = None,
     check_every: int = 0,
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
 ) -> dict[str, Any]:
-    """Run every (seed, policy); ``progress(total)`` returns the per-pod advance callback."""
+    """Run every (seed, policy); ``progress(total)`` returns the per-pod advance callback.
+
+    ``strategies``: the extender's scoring terms for the gputopo policy (``--strategy``, as the extender's flag).
+    """
     started = time.perf_counter()
     workloads = {seed: setup.workload(seed) for seed in seeds}
     total = sum(len(p) for p in workloads.values()) * len(policies)
@@ -107,7 +113,7 @@ def simulate(
         pods = workloads[seed]
         for policy in policies:
             state = ClusterState(setup.nodes)
-            chooser = make_chooser(policy, state, config)
+            chooser = make_chooser(policy, state, config, strategies)
             result = engine.run(state, pods, chooser, seed, whole_choice=whole_choice, departures=setup.departures,
                                 progress=tick, check_every=check_every)
             runs[policy].append(metrics.run_metrics(result))
@@ -125,6 +131,7 @@ def simulate(
             "scheduler_profile": config.profile,
             "default_scheduler": KUBE_SCHEDULER_DEFAULTS.source,
             "gpu_choice": whole_choice,
+            "strategies": list(strategies),
         },
         "policies": {p: metrics.aggregate(r) for p, r in runs.items()},
         "run_seconds": round(time.perf_counter() - started, 3),

@@ -195,7 +195,8 @@ def test_the_shipped_configuration_is_read() -> None:
 def test_the_default_policy_is_kube_schedulers_own_defaults() -> None:
     """Not the shipped file: changing what gputopo ships must never move the baseline."""
     d = KUBE_SCHEDULER_DEFAULTS
-    assert d.percentage_of_nodes_to_score is None and not d.extenders  # adaptive, as with no configuration
+    # every feasible node scored, as in gputopo's profile: the policies differ in scoring, not in sampling
+    assert d.percentage_of_nodes_to_score == 100 and not d.extenders
     assert (d.fit.type, [r.name for r in d.fit.resources]) == ("LeastAllocated", ["cpu", "memory"])
     assert [r.name for r in d.balanced_resources] == ["cpu", "memory"] and (d.fit_weight, d.balanced_weight) == (1, 1)
 

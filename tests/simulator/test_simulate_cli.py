@@ -108,3 +108,17 @@ def test_bad_flags_are_usage_errors() -> None:
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         main(["simulate", "--seeds", "5..1"])
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--strategy", "bandwidth,level"])  # the first objective's level table is gone
+    assert e.value.code == 2
+
+
+def test_strategy_subset_reaches_the_gputopo_policy(trace_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--strategy switches the extender's terms off, as the extender's flag does; the run records which."""
+    args = ["simulate", "--trace", str(trace_dir), "--policies", "gputopo", "--seeds", "1", "--json", "--no-progress"]
+    assert main([*args, "--strategy", "bandwidth,network,island"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["scenario"]["strategies"] == ["bandwidth", "network", "island"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["scenario"]["strategies"] == [
+        "bandwidth", "network", "island", "affinity", "free_value", "allocated"]
