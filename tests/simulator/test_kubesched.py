@@ -244,3 +244,23 @@ def test_bad_configurations_are_refused(tmp_path: Path, text: str, needle: str) 
     f.write_text(text)
     with pytest.raises(ScenarioError, match=needle):
         load_scheduler_config(f)
+
+
+def test_the_example_configurations_differ_from_the_shipped_one_only_where_they_say() -> None:
+    """examples/scheduler/: the alternatives docs/placement.md measures, each one change away from what we ship."""
+    from dataclasses import replace
+
+    from simulator.kubesched import FitScoring, ResourceSpec
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "scheduler"
+    shipped = load_scheduler_config(DEFAULT_SCHEDULER_CONFIG)
+    (ext,) = shipped.extenders
+
+    def same(name: str, want: object) -> None:
+        got = replace(load_scheduler_config(examples / name), source=shipped.source)
+        assert got == want, name
+
+    same("weight-5.yaml", replace(shipped, extenders=(replace(ext, weight=5),)))
+    same("gpu-pods-only.yaml", replace(shipped, extenders=(replace(ext, managed_resources=("nvidia.com/gpu",)),)))
+    same("least-allocated.yaml", replace(shipped, fit=FitScoring(), balanced_resources=(ResourceSpec("cpu"),
+                                                                                        ResourceSpec("memory"))))
