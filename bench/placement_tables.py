@@ -158,7 +158,9 @@ def main_table(w: Workload, shipped: dict[str, Any], before: dict[str, Any] | No
         rows.insert(1, ("gputopo before", before["policies"]["gputopo"]))
     for name, m in rows:
         shown = f"**{name}**" if name == "gputopo" else name
-        lines.append(f"| {shown} | " + " | ".join(cell(m, k) for k, _, _ in COLS) + " |")
+        # an older tree counts x-socket by any SYS pair, not by NUMA (numa.crosses): not comparable, not shown
+        lines.append(f"| {shown} | " + " | ".join("–" if name == "gputopo before" and k == "cross_socket_pct"
+                                                  else cell(m, k) for k, _, _ in COLS) + " |")
     return "\n".join(lines) + "\n"
 
 

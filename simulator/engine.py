@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from labeler.topology import placement
+from labeler.topology import numa, placement
 from labeler.topology.links import LinkLevel
 from labeler.topology.model import Topology
 from policy import bandwidth
@@ -90,10 +90,11 @@ class _Topologies:
             idx.append(ids[n.topo])
         self.index = np.array(idx, dtype=np.int64)
         self.placers = [placement.placer_for(t) for t in self.topos]
+        self.numa = [numa.group(t) for t in self.topos]  # for the one "crosses sockets" predicate
         self.names = [t.source.rsplit(".", 1)[0] or f"{len(t.gpus)}-gpu" for t in self.topos]
         self._best: dict[tuple[int, int, int], int | None] = {}
         self._best_bw: dict[tuple[int, int, int], float | None] = {}
-        self._set: dict[tuple[int, int], tuple[int, float | None, bool, tuple[int, int]]] = {}
+        self._set: dict[tuple[int, int], tuple[int, float | None, bool | None, tuple[int, int]]] = {}
 
     def best_level(self, t: int, free_mask: int, k: int) -> int | None:
         key = (t, free_mask, k)
@@ -109,8 +110,14 @@ class _Topologies:
             self._best_bw[key] = bandwidth.best_free_busbw(self.topos[t], free_mask, k)
         return self._best_bw[key]
 
-    def ring(self, t: int, positions: Sequence[int]) -> tuple[int, float | None, bool, tuple[int, int]]:
-        """(level, busbw, spans sockets, bottleneck rank) of exactly this GPU set."""
+    def ring(self, t: int, positions: Sequence[int]) -> tuple[int, float | None, bool | None, tuple[int, int]]:
+        """(level, busbw, the ring crosses CPU sockets (None: unknown), bottleneck rank) of exactly this GPU set.
+
+        The ring crosses sockets when its bottleneck is SYS and its GPUs sit on more than one NUMA node
+        (:func:`labeler.topology.numa.crosses`: NUMA affinity, the links only where it is unknown), as
+        ``gputopo audit cluster`` counts it: a SYS ring inside one NUMA node (board 032) is not a
+        crossing, nor is an NVLink ring whose GPUs hang off two sockets.
+        """
         mask = 0
         for p in positions:
             mask |= 1 << p
@@ -121,11 +128,8 @@ class _Topologies:
             ring = bandwidth.ring(topo, gpus)
             assert ring is not None
             link = ring.bottleneck
-            sys_pair = any(
-                (lk := topo.gpu_link(a, b)) is not None and lk.level is LinkLevel.SYS
-                for i, a in enumerate(gpus) for b in gpus[i + 1:]
-            )
-            hit = self._set[(t, mask)] = (int(link.level), bandwidth.expected_busbw(topo, gpus), sys_pair, link.rank)
+            cross = False if link.level is not LinkLevel.SYS else numa.crosses(topo, gpus, self.numa[t])
+            hit = self._set[(t, mask)] = (int(link.level), bandwidth.expected_busbw(topo, gpus), cross, link.rank)
         return hit
 
 

@@ -15,8 +15,11 @@
   the pod arrived (within 0.1 %): aligned by the bandwidth model rather than by
   link level (an NV1 ring on a DGX-1 is "NVLink" but 12× slower than an
   NVSwitch board's).
-- ``cross_socket_pct``: of the placed multi-GPU pods, the share whose GPU set
-  has a pair that crosses sockets (``SYS``).
+- ``cross_socket_pct``: of the placed multi-GPU pods (but those whose NUMA
+  grouping is unknown), the share whose ring crosses CPU sockets: a SYS
+  bottleneck and GPUs on more than one NUMA node
+  (:func:`labeler.topology.numa.crosses`), as ``gputopo audit cluster`` counts
+  it; a SYS ring inside one NUMA node does not count.
 - ``busbw_gbps``: mean predicted ring bandwidth of the placed multi-GPU pods
   (:func:`policy.bandwidth.expected_busbw`); ``busbw_per_gpu_gbps``: the
   same weighted by the pods' GPUs (what a GPU of a multi-GPU pod gets).
@@ -95,7 +98,8 @@ def _group(records: Iterable[PodRecord]) -> dict[str, Any]:
         "multi_gpu_placed": len(multi),
         "aligned_pct": _pct(aligned, len(multi)),
         "bw_aligned_pct": _pct(bw_aligned, len(judged)),
-        "cross_socket_pct": _pct(sum(1 for r in multi if r.cross_socket), len(multi)),
+        "cross_socket_pct": _pct(sum(1 for r in multi if r.cross_socket),
+                                 sum(1 for r in multi if r.cross_socket is not None)),
         "busbw_gbps": statistics.fmean(bws) if bws else None,
         "busbw_per_gpu_gbps": sum(g * b for g, b in weighted) / gpus if gpus else None,
         "dp_worse_pct": _pct(sum(1 for r in multi if r.dp_worse), len(multi)),

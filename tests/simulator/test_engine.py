@@ -182,3 +182,38 @@ def test_in_node_gpu_choices() -> None:
         assert choose_whole(pairs, [1, 2, 3, 5, 7], 2, "device-plugin", random.Random(s)) == (2, 3)
     with pytest.raises(AdmissionError):
         choose_whole(pairs, [1, 2], 3, "device-plugin", random.Random(0))
+
+
+def test_x_socket_is_numa_not_a_sys_link() -> None:
+    """Board 032 (8x RTX 4090): every GPU pair is SYS, but GPUs 0-3 are on NUMA node 0 and 4-7 on node 1 (the
+    matrix's NUMA affinity). A pair on one node does not cross sockets (review item 2); one across the nodes does."""
+    from pathlib import Path
+
+    from labeler.topology import smi_parser
+    from labeler.topology.links import LinkLevel
+
+    corpus = Path(__file__).resolve().parents[1] / "fixtures" / "topo-corpus"
+    (path,) = corpus.glob("032_*")
+    topo = smi_parser.parse(path.read_text(encoding="utf-8"), source=path.name)
+    topos = engine._Topologies(ClusterState([NodeSpec("rtx", topo, 512_000, TIB, "RTX-4090")]))
+    level_same, _, cross_same, _ = topos.ring(0, [0, 1])
+    level_far, _, cross_far, _ = topos.ring(0, [0, 4])
+    assert level_same == level_far == int(LinkLevel.SYS)
+    assert cross_same is False and cross_far is True
+
+
+def test_an_nvlink_ring_over_two_numa_nodes_does_not_cross_sockets() -> None:
+    """Only a ring with a SYS hop across NUMA nodes crosses sockets (as audit cluster counts it).
+
+    NVLink pairs (corpus 027's block; NUMA 0 for GPUs 0-3, 1 for 4-7): {0, 1} is one NV12 pair, no crossing;
+    {0, 1, 4, 5} rings through SYS hops between the two nodes: crossing. The all-NV18 board (no affinity given):
+    an NVLink ring never crosses, whatever the grouping."""
+    from labeler.topology.links import LinkLevel
+
+    topos = engine._Topologies(ClusterState(_two_boards()))
+    level, _, cross, _ = topos.ring(0, [0, 1])
+    assert level == int(LinkLevel.NVLINK) and cross is False
+    level, _, cross, _ = topos.ring(0, [0, 1, 4, 5])
+    assert level == int(LinkLevel.SYS) and cross is True
+    h100 = engine._Topologies(ClusterState([NodeSpec("h", factories.hgx_h100_nv18(), 256_000, TIB, "H100")]))
+    assert h100.ring(0, list(range(8)))[2] is False
