@@ -96,3 +96,13 @@ def test_score_metrics_count_every_score_by_rule() -> None:
     assert count("no-whole-gpu", 10) == 1.0 and count("no-whole-gpu", 8) == 1.0 and count("no-whole-gpu", 0) == 2.0
     assert reg.get_sample_value("gputopo_extender_best_busbw_gbps_count", {"rule": "multi-gpu"}) == 1.0
     assert reg.get_sample_value("gputopo_extender_best_busbw_gbps_bucket", {"rule": "multi-gpu", "le": "384.0"}) == 1.0
+
+
+def test_explain_is_served_on_the_scheduling_port_only() -> None:
+    """The metrics port admits scrapers (NetworkPolicy): an explanation costs a prioritize, so it is not there."""
+    from ext_support import app_of
+
+    app = app_of(make_service())
+    paths = {getattr(r, "path", None) for r in app.routes}
+    health = {getattr(r, "path", None) for r in app.state.health_app.routes}
+    assert "/explain" in paths and "/explain" not in health and "/prioritize" not in health
