@@ -60,9 +60,8 @@ EXTENDER_WEIGHT = 10
 
 WEIGHTS: tuple[Weight, ...] = (
     Weight("points per ×2 of predicted bandwidth", POINTS_PER_X2,
-           "larger than the largest penalty (2), so keeping an island whole never beats twice the bandwidth; a node "
-           "×10 slower than the best scores 0. With 2 points per ×2 islands beat ×2 at the rounding edges "
-           "(bandwidth-aligned 97.6 % instead of 100 % on the synthetic mix)"),
+           "larger than the largest island penalty (2), so keeping an island whole never beats twice the bandwidth; a "
+           "node ×10 slower than the best scores 0"),
     Weight("island penalty: the pod fills the node", ISLAND_FILLS,
            "taking a node's last free GPUs breaks nothing a later pod could use"),
     Weight("island penalty: the node is partly used", ISLAND_PARTLY_USED,
@@ -70,7 +69,7 @@ WEIGHTS: tuple[Weight, ...] = (
            "half-used node then never go to the empty one)"),
     Weight("island penalty: the node is entirely free", ISLAND_EMPTY,
            "keep whole boards whole for the pods that need all of them; under a spreading resource score "
-           "(LeastAllocated) this term halves the synthetic mix's waste (10.1 % to 5.5 %)"),
+           "(LeastAllocated) this term cuts the synthetic mix's waste from 8.1 % to 5.1 %"),
     Weight("job affinity: most points off", AFFINITY_MAX,
            "ranks away from their job's zone, rack, NVLink clique or machine class lose up to the island scale: a "
            "preference between nodes of about the same bandwidth (not measured: the simulated fleets carry no "
@@ -82,15 +81,14 @@ WEIGHTS: tuple[Weight, ...] = (
            "NCCL's fallback for a NIC of unknown speed (10 Gb/s), the same for every node whose network path rests on "
            "an assumed fact: an unknown network never ranks high, and unknown NIC counts invent no differences"),
     Weight("1-GPU pods: points per ×2 of the best free pair", SINGLE_POINTS_PER_X2,
-           "one step size for the whole objective; 1, 2 and 3 gave identical simulator runs (the fleets' pair "
-           "classes are at least ×2 apart)"),
+           "one step size for the whole objective"),
     Weight("pods without whole GPUs: points for a fully allocated node", ALLOCATED_POINTS,
            "CPU-only and GPU-share pods go where GPUs are already allocated, so idle boards keep their CPU and memory "
            "for GPU pods; nodes gputopo does not manage count as fully allocated"),
     Weight("extender weight (KubeSchedulerConfiguration)", EXTENDER_WEIGHT,
            "one extender point = 100 in kube-scheduler's total: a ×2 bandwidth step (300) outweighs any difference of "
            "NodeResourcesFit + BalancedAllocation (0..200); where the extender is neutral, the resources decide. "
-           "Weight 5 let resources overturn ×2 (lowest trace aligned 98.5 % vs 99.1 %)"),
+           "At weight 5 the lowest trace aligned % is 98.5 instead of 99.3"),
 )
 
 
