@@ -42,6 +42,7 @@ for byte those of the reference path (``Decider.filter``/``scores`` + :mod:`exte
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -91,6 +92,8 @@ class Piece:
     finished from (None: the node is not judged and scores 0); ``inexact``: the placement came
     from the search budget's fallback (``Placement.exact`` false); ``unmanaged``: a node gputopo
     does not manage (not ours), scored as :meth:`policy.scoring.Scorer.unmanaged` says.
+    ``hi``/``lo``: the group's value for a request's reference (``V``, ``c``), or -inf/+inf when it
+    has none, so that ``max``/``min`` over a request's pieces runs in C.
     """
 
     code: int
@@ -98,6 +101,8 @@ class Piece:
     decision: GroupDecision | None = None
     inexact: bool = False
     unmanaged: bool = False
+    hi: float = -math.inf
+    lo: float = math.inf
 
     @classmethod
     def of(cls, d: GroupDecision) -> Piece:
@@ -105,7 +110,9 @@ class Piece:
         code = PASS if v.passes else UNRESOLVABLE if v.unresolvable else FAILED
         reason = b"" if v.passes else _json(_reason(v))
         placement = d.evaluation.placement
-        return cls(code, reason, d, placement is not None and not placement.exact)
+        value = d.group.value
+        return cls(code, reason, d, placement is not None and not placement.exact, False,
+                   -math.inf if value is None else value, math.inf if value is None else value)
 
 
 def _reason(v: Verdict) -> str:
@@ -212,6 +219,8 @@ _SCORED = attrgetter("scored")
 _INEXACT = attrgetter("inexact")
 _SIBLING_KEY = attrgetter("sibling_key")
 _PIECE = attrgetter("piece")
+_HI = attrgetter("hi")
+_LO = attrgetter("lo")
 _ELEMENTS = attrgetter("elements")
 
 #: the code of an answer for a node that is not judged (it passes): counted apart for metrics and logs
@@ -287,6 +296,8 @@ class AnswerTable(dict[str, NodeAnswer]):
         self._scored: dict[Piece, int] = {}
         self._last_ref: object = _NO_REF  # the previous request's reference (a reference met twice is adopted)
         self._version = 0  # odd while the kept fragments are rebuilt (a reader then takes the other path)
+        self._sibling_for: tuple[float | None, Siblings] | None = None
+        self._sibling_scores: dict[SiblingKey | None, int] = {}
         self._lock = threading.Lock()
 
     def __missing__(self, name: str) -> NodeAnswer:
@@ -348,8 +359,17 @@ class AnswerTable(dict[str, NodeAnswer]):
         return max(0, min(MAX_EXTENDER_PRIORITY, self.decider.group_score(piece.decision, ref)))
 
     def reference(self, pieces: Iterable[Piece]) -> float | None:
-        """The request's reference over its distinct pieces (``V*`` or ``c_min``; None when nothing is judged)."""
-        return self.decider.reference(self.rule, [p.decision for p in pieces])
+        """The request's reference over its distinct pieces (``V*`` or ``c_min``; None when nothing is judged).
+
+        :meth:`policy.decision.decide.Decider.reference`'s rule, in one C-level pass.
+        """
+        if self.rule in (Rule.MULTI, Rule.RANK):
+            hi = max(map(_HI, pieces), default=-math.inf)
+            return None if hi == -math.inf else hi
+        if self.rule is Rule.SINGLE:
+            lo = min(map(_LO, pieces), default=math.inf)
+            return None if lo == math.inf else lo
+        return None
 
     def _scored_score(self, piece: Piece) -> int:
         s = self._scored.get(piece)
@@ -359,12 +379,12 @@ class AnswerTable(dict[str, NodeAnswer]):
 
     def join_scored(self, answers: list[NodeAnswer], pieces: Iterable[Piece], ref: float | None
                     ) -> tuple[bytes, dict[Piece, int]]:
-        """The prioritize elements of ``answers`` for reference ``ref``, and each piece's score."""
+        """The prioritize elements of ``answers`` for reference ``ref``, and the pieces' scores (at least theirs)."""
         v = self._version
         if ref == self.scored_ref and not v & 1:
             items = b"".join(map(_SCORED, answers))
-            if self._version == v:  # no rebuild ran meanwhile
-                return items, {p: self._scored_score(p) for p in pieces}
+            if self._version == v:  # no rebuild ran meanwhile: every kept piece's score is in _scored
+                return items, self._scored
         score_of = {p: self.score(p, ref) for p in pieces}
         tails = {p: _TAIL[s] for p, s in score_of.items()}
         ends = map(tails.__getitem__, map(_PIECE, answers))
@@ -373,6 +393,21 @@ class AnswerTable(dict[str, NodeAnswer]):
             self._adopt(ref)
         self._last_ref = ref
         return items, score_of
+
+    def sibling_scores(self, ref: float | None, siblings: Siblings) -> dict[SiblingKey | None, int]:
+        """Scores by sibling key for a rank whose job has ``siblings``, in a request whose reference is ``ref``.
+
+        Kept for the last (reference, siblings) pair: the next request for the same job usually has
+        both, so it is a C-level lookup per name; keys met for the first time are added by the caller
+        (:func:`_score_keys`). None: a name the cache does not know (0).
+        """
+        key = (ref, siblings)
+        if self._sibling_for == key and len(self._sibling_scores) <= 2 * MAX_SIBLING_KEYS:
+            return self._sibling_scores
+        scores: dict[SiblingKey | None, int] = {None: 0}
+        _score_keys(list(self.sibling_keys.values()), self, siblings, ref, scores)
+        self._sibling_for, self._sibling_scores = key, scores
+        return scores
 
     def _adopt(self, ref: float | None) -> None:
         """Rebuild every kept answer's ``scored`` fragment for ``ref`` (a Python pass over the table: rare)."""
@@ -517,42 +552,35 @@ class PrioritizeOutcome:
 def answer_prioritize(names: Sequence[str], table: AnswerTable, siblings: Siblings | None) -> PrioritizeOutcome:
     """The ``HostPriorityList`` bytes for a ``NodeNames`` request (``table.shape`` None: 0 everywhere).
 
-    The request's distinct pieces (one C-level count) give its reference; the scores follow from it.
+    The request's distinct pieces (one C-level pass) give its reference; the scores follow from it.
     """
     answers = list(map(table.__getitem__, names))
-    counts = Counter(map(_PIECE, answers))
-    ref = table.reference(counts)
-    histogram: Counter[int] = Counter()
+    histogram = [0] * (MAX_EXTENDER_PRIORITY + 1)
     if siblings is not None and table.per_node and table.shape is not None:
-        score_of = _sibling_scores(answers, table, siblings, ref)
+        ref = table.reference(set(map(_PIECE, answers)))
         keys = list(map(_SIBLING_KEY, answers))
+        score_of = table.sibling_scores(ref, siblings)
         try:
             scores = list(map(score_of.__getitem__, keys))
-        except KeyError:  # the table's keys were renewed meanwhile (another request, its size bound)
+        except KeyError:  # keys this (ref, siblings) has not scored yet: the new ones, then the lookup again
             _score_keys(set(keys) - score_of.keys(), table, siblings, ref, score_of)
             scores = list(map(score_of.__getitem__, keys))
         items = b"".join(map(tuple.__getitem__, map(_ELEMENTS, answers), scores))[:-1]
-        histogram.update(scores)
+        packed = bytes(scores)  # every score is 0..10: counted at memchr speed
+        histogram = [packed.count(v) for v in range(MAX_EXTENDER_PRIORITY + 1)]
     else:
+        counts = Counter(map(_PIECE, answers))  # the distinct pieces, and how many nodes each (the score metric)
+        ref = table.reference(counts)
         joined, piece_scores = table.join_scored(answers, counts, ref)
         items = joined[:-1]
+        scored = piece_scores.get
         for piece, n in counts.items():
-            histogram[piece_scores[piece]] += n
+            s = scored(piece)
+            histogram[table.score(piece, ref) if s is None else s] += n
     inexact = sum(map(_INEXACT, answers)) if table.inexact else 0
     unjudged = _unjudged(names, answers, None) if table.unjudged else {}
     return PrioritizeOutcome(b"[" + items + b"]", inexact, unjudged, table.take_errors(), table.rule, ref,
-                             dict(histogram))
-
-
-def _sibling_scores(answers: list[NodeAnswer], table: AnswerTable, siblings: Siblings, ref: float | None
-                    ) -> dict[SiblingKey | None, int]:
-    """Scores by sibling key for a rank with placed siblings (memoised by piece and locality)."""
-    # the table's keys when they are few (a real cluster: groups × zones/racks), else this request's
-    known = list(table.sibling_keys.values())
-    score_of: dict[SiblingKey | None, int] = {None: 0}  # None: a name the cache does not know
-    keys: Any = known if len(known) * 4 < len(answers) else set(map(_SIBLING_KEY, answers))
-    _score_keys(keys, table, siblings, ref, score_of)
-    return score_of
+                             dict(enumerate(histogram)))
 
 
 def _score_keys(keys: Any, table: AnswerTable, siblings: Siblings, ref: float | None,
