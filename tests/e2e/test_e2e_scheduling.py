@@ -7,27 +7,33 @@ Identical machines are interchangeable, so an expectation names a class (and the
 random tie-break picks the machine); which GPUs follows from the device plugin's best-effort
 policy with free GPUs offered in index order (tests/e2e/standin.py).
 
-Expected values, worked out by hand from docs/extender.md (filter, strategies, weights,
-rounding half up; the scheduler adds score × 5 × 10 to ~200 points of in-tree scores that
-differ by a few points only between nodes of different load) and docs/device-plugin.md:
+Expected values, worked out by hand from docs/extender.md ("Prioritize": the objective, extender
+weight 10, so one point is 100 in the scheduler's total) and the shipped configuration's in-tree
+scores (MostAllocated over cpu and nvidia.com/gpu, BalancedAllocation over cpu, memory and
+nvidia.com/gpu; every node 128 CPUs, 1024 Gi; Go's integer arithmetic, as simulator.kubesched
+computes it), and docs/device-plugin.md. Bandwidths are the model's from text alone
+(docs/bandwidth.md): NV12 = 12 × 20 = 240, NV4 = 4 × 12 = 48; a SYS pair 6 (the socket link of an
+unknown CPU); on gtx7 (P2P unknown: staged through host memory) a pair under one switch shares its
+uplink, 12 / 2 = 6, and a pair across the two switches gets each GPU's link, 12.
 
 * PyTorchJob 2 × 4 GPUs, ``required`` + ``nvlink``: only a 4-GPU NVLink ring passes the
   filter; pairs nodes have NV pairs joined by NODE/SYS, PCIe/SYS boards have no NVLink; so
   only the two GB200 trays pass, one worker each, all four GPUs (0, 1, 2, 3).
-* vLLM TP=2, ``required`` + ``pxb`` (inference: level 5, fit 3, pack 2). Empty a100pcie4 /
-  nv4pairs: level 10, fit 2/2 → 10, pack 10·(4−2)/4 = 5 → (50+30+10)/10 = 9; empty pairs8:
-  pack 10·2/8 = 2.5 → 8.5 → 9; gtx7: PIX 8, fit 2/3, pack 2/7 → 6.6 → 7; SYS boards fail.
-  So replica 0 goes to one of the 20 pair nodes. The plugin's pair there: the first of equal
-  NVLink pairs, (0, 1), except on nv4pairs where GPUs 2, 3 share a PCIe switch with the NIC
-  (PXB: 40 points more than 0–1's NODE) → (2, 3). Replica 1: if replica 0 is on a 4-GPU node,
-  its other pair scores 10 (pack 4/4) → same node, other pair; if on pairs8, that node scores
-  (50+30+10)/10 = 9 like every empty pair node, and the in-tree spread of CPU/memory
-  (8 CPUs, 64 Gi requested) prefers an empty one.
-* 1-GPU pods (single: fit 6, pack 4; level abstains). The first goes to a pair node that is
-  already used and has the fewest free GPUs (more pack, same fit 1/2), or to an empty pair node
-  (score 4) if none is partly used; the plugin gives a 1-GPU request the lowest free index.
-  The second must then take the NVLink partner of that GPU on the same node: the orphaned GPU
-  is an exact fit (fit 10), which no other node offers.
+* vLLM TP=2 (8 CPUs, 64 Gi), ``required`` + ``pxb``: the SYS boards fail the filter. Best pair:
+  pairs8 and a100pcie4 240 (V*), nv4pairs 48 (3·log2 5 = 6.97 → 7 points off), gtx7 12 (12.97 → 13).
+  Every node is empty (island 2): pairs8 and a100pcie4 8, nv4pairs 1, gtx7 0. Between the 8s the
+  resources decide: MostAllocated a100pcie4 (6 + 50) / 2 = 28, pairs8 (6 + 25) / 2 = 15; Balanced
+  79 and 91: a100pcie4 107 against 106. The plugin's pair there: the first of two equal NVLink
+  pairs, (0, 1). Replica 1: that node's other pair is 240 and fills it (island 0): 10, every
+  other pair node 8: the same node, (2, 3).
+* 1-GPU notebook pods (4 CPUs, 32 Gi) take the least valuable free GPUs: the best free pair is 6
+  on rtx4090 and a10x4 (the least, c_min = log2 6: 10 points), 12 on gtx7 (3 off: 7), 48 on
+  nv4pairs (9 off: 1), 240 on pairs8 and a100pcie4 (15.97 → 16 off: 0). Between the 10s the
+  resources decide: MostAllocated a10x4 (3 + 25) / 2 = 14, rtx4090 (3 + 12) / 2 = 7; Balanced 89
+  and 95: a10x4 103 against 102. The
+  plugin gives a 1-GPU request the lowest free index: GPU 0. The second pod: that a10x4's best
+  free pair is still 6 (10 like every SYS box); MostAllocated 28 and Balanced 79 make it 107
+  against 103 for an empty a10x4: the same node, GPU 1.
 * 8 GPUs ``required`` + ``nvlink``: no node has an 8-GPU NVLink ring (pairs8 and rtx4090 are
   the only free 8-GPU boards), so the pod stays Pending and the scheduler's FailedScheduling
   event carries the extender's reason.
@@ -46,12 +52,6 @@ from .procs import wait_for
 from .scenario import Scenario, class_of, notebook_pod, pytorch_worker, start_scenario, vllm_pod
 
 RESULTS = REPO / "out" / "e2e-results"
-PAIR_CLASSES = {"pairs8", "a100pcie4", "nv4pairs"}
-FIRST_PAIR = {"pairs8": (0, 1), "a100pcie4": (0, 1), "nv4pairs": (2, 3)}
-OTHER_PAIR = {"a100pcie4": (2, 3), "nv4pairs": (0, 1)}
-PARTNER = {"pairs8": {0: 1, 1: 0, 2: 3, 3: 2, 4: 5, 5: 4, 6: 7, 7: 6},
-           "a100pcie4": {0: 1, 1: 0, 2: 3, 3: 2}, "nv4pairs": {0: 1, 1: 0, 2: 3, 3: 2}}
-GPUS = {"pairs8": 8, "a100pcie4": 4, "nv4pairs": 4}
 
 
 @pytest.fixture(scope="module")
@@ -80,33 +80,16 @@ def test_pytorchjob_workers_each_get_a_whole_gb200_tray(scenario: Scenario) -> N
 
 def test_vllm_tp2_replicas_get_nvlink_pairs(scenario: Scenario) -> None:
     [first] = scenario.wait_placed(scenario.create(vllm_pod("llama-70b-tp2-6d5f7c9b8-x2kqn")))
-    cls = class_of(first.node)
-    assert cls in PAIR_CLASSES, first
-    assert first.gpus == FIRST_PAIR[cls]
+    assert class_of(first.node) == "a100pcie4" and first.gpus == (0, 1), first
     [second] = scenario.wait_placed(scenario.create(vllm_pod("llama-70b-tp2-6d5f7c9b8-m7wzt")))
-    if cls in OTHER_PAIR:  # the 4-GPU node's other pair is an exact fit that also fills the node
-        assert (second.node, second.gpus) == (first.node, OTHER_PAIR[cls])
-    else:  # pairs8: every pair node scores 9; the in-tree spread picks an empty one
-        assert second.node != first.node and class_of(second.node) in PAIR_CLASSES, second
-        assert second.gpus == FIRST_PAIR[class_of(second.node)]
+    assert (second.node, second.gpus) == (first.node, (2, 3))  # the node's other pair fills it
 
 
-def test_single_gpu_pods_fill_a_broken_pair_first(scenario: Scenario) -> None:
-    used: dict[str, int] = {}
-    for a in scenario.standin.allocations.values():
-        used[a.node] = used.get(a.node, 0) + len(a.gpus)
-    partly = {n: GPUS[class_of(n)] - u for n, u in used.items()
-              if class_of(n) in PAIR_CLASSES and 0 < u < GPUS[class_of(n)]}
+def test_single_gpu_pods_take_the_least_valuable_gpus_and_pack(scenario: Scenario) -> None:
     [first] = scenario.wait_placed(scenario.create(notebook_pod("notebook-0")))
-    if partly:
-        fewest = min(partly.values())
-        assert first.node in {n for n, free in partly.items() if free == fewest}, (first, partly)
-    else:
-        assert class_of(first.node) in PAIR_CLASSES and first.node not in used, first
-    taken = {g for a in scenario.standin.allocations.values() if a.node == first.node for g in a.gpus}
-    assert first.gpus == (min(set(range(GPUS[class_of(first.node)])) - (taken - set(first.gpus))),)
+    assert class_of(first.node) == "a10x4" and first.gpus == (0,), first
     [second] = scenario.wait_placed(scenario.create(notebook_pod("notebook-1")))
-    assert (second.node, second.gpus) == (first.node, (PARTNER[class_of(first.node)][first.gpus[0]],))
+    assert (second.node, second.gpus) == (first.node, (1,))
 
 
 def test_required_pod_nothing_can_host_stays_pending_with_our_reason(scenario: Scenario) -> None:
