@@ -54,6 +54,10 @@ class SimulateSettings(BaseSettings):
         return [p for p in v.split(":") if p] if isinstance(v, str) else v
 
 
+#: columns of the results table when stdout is not a terminal: the widest table (9 columns) fits
+_PIPE_WIDTH = 120
+
+
 def parse_seeds(text: str) -> list[int]:
     """``42,43`` or ``42..51`` (inclusive) or a mix: ``1,5..7``.
 
@@ -207,7 +211,9 @@ def main(argv: Sequence[str]) -> int:
     elif args.markdown:
         sys.stdout.write(report.markdown(result))
     else:
-        report.render(result, Console(), by_kind=args.by_kind)
+        # a pipe or a log (make demo in CI) gets the table's full width, not rich's 80 columns
+        out = Console() if sys.stdout.isatty() else Console(width=_PIPE_WIDTH)
+        report.render(result, out, by_kind=args.by_kind)
         if args.chart:
-            Console().print(f"chart: {args.chart}")
+            out.print(f"chart: {args.chart}")
     return 0

@@ -78,6 +78,15 @@ def test_table_and_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_piped_table_keeps_every_column_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    # make demo in a log or a pipe: rich would squeeze the nine columns into 80 and cut the headers
+    assert main(["simulate", "--seeds", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for header in ("unalloc. GPU %", "bw-aligned %", "GB/s per GPU", "failed ≤100%"):
+        assert header in out
+    assert "…" not in out
+
+
 def test_markdown_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--seeds", "1,2", "--markdown", "--no-progress"]) == 0
     lines = capsys.readouterr().out.splitlines()
