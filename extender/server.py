@@ -224,22 +224,18 @@ def uvicorn_config(app: Any, settings: ExtenderSettings, *,
         tls = {"ssl_certfile": settings.tls_cert_file, "ssl_keyfile": settings.tls_key_file}
         if settings.tls_client_ca_file is not None:
             tls |= {"ssl_ca_certs": settings.tls_client_ca_file, "ssl_cert_reqs": ssl.CERT_REQUIRED}
-    return uvicorn.Config(
-        app,
-        http=guarded_protocol(settings.header_timeout_seconds, on_timeout, settings.http),
-        loop=settings.loop,
-        log_level=settings.log_level,
-        access_log=False,
-        lifespan="off",
-        limit_concurrency=settings.max_connections,
-        timeout_keep_alive=int(settings.idle_timeout_seconds),
-        **tls,
-    )
+    return _config(app, settings, on_timeout, settings.max_connections, **tls)
 
 
 def metrics_config(app: Any, settings: ExtenderSettings, *,
                    on_timeout: Callable[[str], None] | None = None) -> uvicorn.Config:
     """The plain-HTTP server of ``/metrics``, ``/healthz``, ``/readyz`` (``--metrics-port``): no TLS, 64 connections."""
+    return _config(app, settings, on_timeout, 64)  # probes and a few scrapers
+
+
+def _config(app: Any, settings: ExtenderSettings, on_timeout: Callable[[str], None] | None,
+            limit_concurrency: int, **tls: Any) -> uvicorn.Config:
+    """What both servers share: the guarded protocol, the loop, logging, keep-alive."""
     return uvicorn.Config(
         app,
         http=guarded_protocol(settings.header_timeout_seconds, on_timeout, settings.http),
@@ -247,8 +243,9 @@ def metrics_config(app: Any, settings: ExtenderSettings, *,
         log_level=settings.log_level,
         access_log=False,
         lifespan="off",
-        limit_concurrency=64,  # probes and a few scrapers
+        limit_concurrency=limit_concurrency,
         timeout_keep_alive=int(settings.idle_timeout_seconds),
+        **tls,
     )
 
 
