@@ -39,7 +39,6 @@ import argparse
 import http.client
 import json
 import logging
-import multiprocessing
 import os
 import platform
 import socket
@@ -56,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import uvicorn  # noqa: E402
-from bench_extender import PREFIX, build_nodes, pod_obj  # noqa: E402
+from bench_extender import PREFIX, ForkedServer, build_nodes, pod_obj  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import Response  # noqa: E402
 
@@ -64,7 +63,7 @@ from extender import settings as ext_settings  # noqa: E402
 from extender.app import create_app, limits  # noqa: E402
 from extender.cache import ClusterCache  # noqa: E402
 from extender.metrics import Metrics  # noqa: E402
-from extender.server import listen_socket, settle_heap, uvicorn_config  # noqa: E402
+from extender.server import settle_heap, uvicorn_config  # noqa: E402
 from extender.service import Service, ServiceConfig, decode_args  # noqa: E402
 from policy.scoring import DEFAULT_STRATEGIES, resolve  # noqa: E402
 from policy.siblings import DEFAULT_LOCALITY_KEYS  # noqa: E402
@@ -129,15 +128,14 @@ def floor_app() -> FastAPI:
     return app
 
 
-class Server:
+class Server(ForkedServer):
     """One app in a forked process on the production uvicorn configuration."""
 
+    start_timeout = 60.0
+
     def __init__(self, app: Any, settings: ext_settings.ExtenderSettings) -> None:
-        self.sock = listen_socket("127.0.0.1", 0)
-        self.port = self.sock.getsockname()[1]
-        self.app = app
+        super().__init__(app)
         self.settings = settings
-        self.proc: multiprocessing.process.BaseProcess | None = None
 
     def _serve(self) -> None:
         logging.disable(logging.WARNING)
@@ -145,32 +143,10 @@ class Server:
         server = uvicorn.Server(uvicorn_config(self.app, self.settings))
         server.run(sockets=[self.sock])
 
-    def __enter__(self) -> Server:
-        self.proc = multiprocessing.get_context("fork").Process(target=self._serve, daemon=True)
-        self.proc.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            try:
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
-            finally:
-                conn.close()
-        return self
-
     def cpu_seconds(self) -> float:
         assert self.proc is not None and self.proc.pid is not None
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        self.proc.join(10)
-        self.sock.close()
 
 
 def cycles(port: int, filter_body: bytes, prio_body: bytes, n: int, check: Callable[[bytes, bytes], None] | None

@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -155,27 +155,29 @@ def _app(service: Service) -> Any:
     return create_app(service, **{**app_module.limits(load(mode="stateless")), "max_concurrent": 64})
 
 
-class Server:
-    """uvicorn serving the service in a forked child process.
+class ForkedServer:
+    """An ASGI app served by uvicorn in a forked child process, ready when ``/healthz`` answers 200.
 
     The client must not share the server's GIL (a client thread in the same
     process would inflate the round trip); kube-scheduler is another process too.
     """
 
-    def __init__(self, service: Service) -> None:
+    start_timeout = 30.0
+
+    def __init__(self, app: Any) -> None:
         self.sock = listen_socket("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
-        self.app = _app(service)
+        self.app = app
         self.proc: multiprocessing.process.BaseProcess | None = None
 
     def _serve(self) -> None:
         server = uvicorn.Server(uvicorn.Config(self.app, log_level="error", lifespan="off"))
         server.run(sockets=[self.sock])
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         self.proc = multiprocessing.get_context("fork").Process(target=self._serve, daemon=True)
         self.proc.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
             try:
@@ -193,6 +195,13 @@ class Server:
         self.proc.terminate()
         self.proc.join(10)
         self.sock.close()
+
+
+class Server(ForkedServer):
+    """The extender's app around ``service`` (uvicorn's plain configuration)."""
+
+    def __init__(self, service: Service) -> None:
+        super().__init__(_app(service))
 
 
 def http_times(port: int, path: str, data: bytes, reps: int) -> list[float]:
