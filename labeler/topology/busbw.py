@@ -513,11 +513,7 @@ _MODELS: ByteCache[Topology, BandwidthModel] = ByteCache(max_bytes=64 << 20, max
 
 def model_for(topo: Topology) -> BandwidthModel:
     """A process-wide cached :class:`BandwidthModel` (topologies are hashable values); bounded by bytes."""
-    hit = _MODELS.get(topo)
-    if hit is not None:
-        return hit
-    model = BandwidthModel(topo)
-    return _MODELS.put(topo, model, model.cost_bytes())
+    return _MODELS.get_or_build(topo, BandwidthModel, BandwidthModel.cost_bytes)
 
 
 def predict(topo: Topology, gpus: Iterable[int], *, multi_node: bool = False) -> Prediction | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["MISS", "ByteCache", "Memo"]
@@ -74,6 +75,8 @@ class ByteCache(Generic[K, V]):
     >>> c: ByteCache[str, str] = ByteCache(max_bytes=10, max_entries=100)
     >>> c.put("a", "x", 6), c.put("b", "y", 6), c.get("a"), c.get("b"), c.bytes
     ('x', 'y', None, 'y', 6)
+    >>> c.get_or_build("c", str.upper, len), c.get_or_build("c", str.lower, len), c.get("b")
+    ('C', 'C', 'y')
     """
 
     def __init__(self, *, max_bytes: int, max_entries: int) -> None:
@@ -101,6 +104,14 @@ class ByteCache(Generic[K, V]):
                 _, (_, gone) = self._data.popitem(last=False)
                 self._bytes -= gone
         return value
+
+    def get_or_build(self, key: K, build: Callable[[K], V], cost: Callable[[V], int]) -> V:
+        """The value for ``key``, built (outside the lock) and stored on a miss: the per-topology objects' cache."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        value = build(key)
+        return self.put(key, value, cost(value))
 
     def clear(self) -> None:
         with self._lock:

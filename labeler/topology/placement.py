@@ -499,8 +499,4 @@ _PLACERS: ByteCache[Topology, Placer] = ByteCache(max_bytes=64 << 20, max_entrie
 
 def placer_for(topo: Topology) -> Placer:
     """A process-wide cached :class:`Placer` (topologies are hashable values); bounded by bytes."""
-    hit = _PLACERS.get(topo)
-    if hit is not None:
-        return hit
-    placer = Placer(topo)
-    return _PLACERS.put(topo, placer, placer.cost_bytes())
+    return _PLACERS.get_or_build(topo, Placer, Placer.cost_bytes)
