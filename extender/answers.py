@@ -3,7 +3,7 @@
 Why: at 5,000 node names per request, anything done per name in Python costs more than all
 the decisions together (one per group of nodes with the same wiring and free GPUs,
 :class:`~policy.decision.decide.Decider`). So the per-name work of a cached-mode request is a
-few C-level passes over lists (``map`` of a dict lookup or an attribute, ``bytes.join``), and
+few C-level passes (``itemgetter`` over a dict or a list, ``bytes.join``), and
 every byte of the answer that can be known before the request is prepared before it:
 
 - **when the cache changes** (:mod:`extender.cache`), each node gets a :class:`NodeEntry`:
@@ -15,10 +15,12 @@ every byte of the answer that can be known before the request is prepared before
   / unresolvable, the JSON of the reason, the group's decision) are kept on the group;
 - **once per node and pod shape**, a :class:`NodeAnswer` holds that node's finished fragments
   (``"gpu-00001",`` where it passes, ``"gpu-00001":"<reason>",`` where it is refused,
-  ``{"Host":"gpu-00001","Score":7},``) in the shape's :class:`AnswerTable` (name → answer),
-  filled on first use and emptied for a node when the cache changes it;
-- **per request**: ``map(table.__getitem__, names)``, one C-level count of the answers' pieces
-  (the request's distinct groups), then ``bytes.join``. A score is measured against the request's
+  ``{"Host":"gpu-00001","Score":7},``) in the shape's :class:`AnswerTable` (name → answer, and
+  the same fragments again as columns: one list per fragment, a row per node), filled on first
+  use and emptied for a node when the cache changes it;
+- **per request** (:mod:`extender.answering`): one ``itemgetter(*names)`` call for the names'
+  rows, one per column read, a C-level set of the names' pieces (the request's distinct groups),
+  then ``bytes.join``. A score is measured against the request's
   best candidate (:mod:`policy.scoring`: ``V*``, or ``c_min`` for 1-GPU pods), so the reference is
   taken over those few pieces and each piece's score finished from it. A node's finished
   prioritize fragment is kept for the table's reference (:attr:`AnswerTable.scored_ref`): when a
@@ -44,10 +46,9 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import chain, compress
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -63,9 +64,8 @@ from policy.scoring import Rule
 from policy.siblings import Siblings
 
 __all__ = [
-    "UNKNOWN", "AnswerTable", "AnswerTables", "Cold", "FilterOutcome", "Group", "Local", "NodeAnswer", "NodeEntry",
-    "Piece", "PrioritizeOutcome", "Unjudged", "answer_filter", "answer_prioritize", "entry_for", "shape_id",
-    "unjudged_group", "warm_only",
+    "FAILED", "PASS", "TAIL", "UNJUDGED", "UNKNOWN", "UNRESOLVABLE", "AnswerTable", "AnswerTables", "Cold", "Group",
+    "Local", "NodeAnswer", "NodeEntry", "Piece", "SiblingKey", "entry_for", "shape_id", "unjudged_group", "warm_only",
 ]
 
 PASS, FAILED, UNRESOLVABLE = 0, 1, 2
@@ -75,8 +75,8 @@ MAX_PIECES_PER_GROUP = 64
 MAX_SIBLING_KEYS = 1 << 16
 #: a table's previous reference before any request (never equal to a reference)
 _NO_REF = object()
-#: a prioritize element's end for each score: ``7},``
-_TAIL = tuple(f"{i}}},".encode() for i in range(MAX_EXTENDER_PRIORITY + 1))
+#: a prioritize element's end for each score: ``7},`` (an element is a node's ``host`` prefix and its score's tail)
+TAIL = tuple(f"{i}}},".encode() for i in range(MAX_EXTENDER_PRIORITY + 1))
 
 
 def _json(text: str) -> bytes:
@@ -210,18 +210,10 @@ def shape_id(shape: Shape) -> int:
 
 
 _HOST = attrgetter("host")
-_CODE = attrgetter("code")
-_PASSED = attrgetter("passed")
-_FAILED = attrgetter("failed")
-_REFUSED = attrgetter("refused")
-_UNRESOLVABLE = attrgetter("unresolvable")
 _SCORED = attrgetter("scored")
-_INEXACT = attrgetter("inexact")
-_SIBLING_KEY = attrgetter("sibling_key")
 _PIECE = attrgetter("piece")
 _HI = attrgetter("hi")
 _LO = attrgetter("lo")
-_ELEMENTS = attrgetter("elements")
 
 #: the code of an answer for a node that is not judged (it passes): counted apart for metrics and logs
 UNJUDGED = 3
@@ -230,14 +222,12 @@ UNJUDGED = 3
 class NodeAnswer:
     """One node's answer fragments for one pod shape (``passed``/``refused``/``scored`` end with a comma)."""
 
-    __slots__ = ("code", "elements", "entry", "failed", "host", "inexact", "local", "one_comma", "passed",
+    __slots__ = ("code", "entry", "failed", "host", "inexact", "local", "one_comma", "passed",
                  "piece", "refused", "scored", "sibling_key", "unresolvable")
 
     def __init__(self, entry: NodeEntry, name: bytes, host: bytes, piece: Piece,
-                 sibling_key: SiblingKey | None = None, per_node: bool = False, score: int = 0) -> None:
+                 sibling_key: SiblingKey | None = None, score: int = 0) -> None:
         self.sibling_key = sibling_key
-        #: with per-node scores (a rank with siblings): this node's prioritize element for each score 0..10
-        self.elements = tuple(host + t for t in _TAIL) if per_node else ()
         self.entry = entry
         self.piece = piece
         self.code = UNJUDGED if entry.group.reason is not None else piece.code
@@ -250,7 +240,7 @@ class NodeAnswer:
         self.one_comma = refused.count(b",") <= 1
         self.host = host
         #: the prioritize element for the table's reference (AnswerTable.scored_ref)
-        self.scored = host + _TAIL[score]
+        self.scored = host + TAIL[score]
         self.inexact = piece.inexact
         self.local = entry.local
 
@@ -299,6 +289,29 @@ class AnswerTable(dict[str, NodeAnswer]):
         self._sibling_for: tuple[float | None, Siblings] | None = None
         self._sibling_scores: dict[SiblingKey | None, int] = {}
         self._lock = threading.Lock()
+        # The kept answers again, as columns: ``rows`` maps a kept name to its row, and each column is a list
+        # holding one fragment per row. A request whose every name is kept reads its rows with one
+        # ``itemgetter(*names)`` call on ``rows`` and then each column with one ``itemgetter(*rows)`` call
+        # (extender.answering): one hashed lookup a name, then list indexing, against a ``map`` over this
+        # table and an attribute per fragment (docs/performance.md has both). Written only under ``_lock``
+        # with ``_version`` odd meanwhile, so a reader that sees the same even version before and after has
+        # read one state of the table. A dropped name's row is reused by the next name kept.
+        self.rows: dict[str, int] = {}
+        self._free_rows: list[int] = []
+        self.col_passed: list[bytes] = []
+        self.col_failed: list[bytes] = []
+        self.col_unresolvable: list[bytes] = []
+        self.col_code: list[int] = []
+        self.col_piece: list[Piece] = []
+        self.col_scored: list[bytes] = []
+        self.col_score: list[int] = []  # the score in col_scored (the score metric counts them)
+        self.col_key: list[SiblingKey | None] = []
+        self.col_host: list[bytes] = []  # b'{"Host":"gpu-00001","Score":' (a rank's score is appended per request)
+
+    @property
+    def version(self) -> int:
+        """Odd while the kept answers change; a reader compares it before and after reading the columns."""
+        return self._version
 
     def __missing__(self, name: str) -> NodeAnswer:
         if getattr(_warm_only, "active", False):
@@ -308,7 +321,7 @@ class AnswerTable(dict[str, NodeAnswer]):
         if e is None:  # a name the cache does not know: answered, never kept (names are the request's)
             frag = _json(name)
             self.unjudged = True
-            a = NodeAnswer(UNKNOWN, frag, b'{"Host":' + frag + b',"Score":', UNJUDGED_PIECE, None, self.per_node)
+            a = NodeAnswer(UNKNOWN, frag, b'{"Host":' + frag + b',"Score":', UNJUDGED_PIECE, None)
             return a
         errors = len(self.errors)
         piece = self._piece(e.group)
@@ -318,17 +331,50 @@ class AnswerTable(dict[str, NodeAnswer]):
                 self.sibling_keys.clear()  # old keys stay valid where answers hold them; new ones start afresh
             sk = self.sibling_keys.setdefault((piece, e.local), SiblingKey(piece, e.local))
         with self._lock:  # consistent with a rebuild of the kept fragments
-            a = NodeAnswer(e, e.name, e.host, piece, sk, self.per_node, self._scored_score(piece))
-        self.inexact |= a.inexact
-        self.unjudged |= a.code == UNJUDGED
-        self.commas &= a.one_comma
-        self.refuses |= a.refused
-        if len(self.errors) > errors:  # its group broke our code: answered (fail open), retried next time
-            return a
-        self[name] = a
+            a = NodeAnswer(e, e.name, e.host, piece, sk, self._scored_score(piece))
+            self.inexact |= a.inexact
+            self.unjudged |= a.code == UNJUDGED
+            self.commas &= a.one_comma
+            self.refuses |= a.refused
+            if len(self.errors) > errors:  # its group broke our code: answered (fail open), retried next time
+                return a
+            self._keep(name, a)
         if self._entry()(name) is not e:  # the cache changed the node meanwhile: do not keep a stale answer
-            self.pop(name, None)
+            self.drop(name)
         return a
+
+    def _keep(self, name: str, a: NodeAnswer) -> None:
+        """Keep ``a`` as ``name``'s answer, in the table and its columns (the caller holds ``_lock``)."""
+        self._version += 1
+        self[name] = a
+        fragments = (a.passed, a.failed, a.unresolvable, a.code, a.piece, a.scored, self._scored_score(a.piece),
+                     a.sibling_key, a.host)
+        row = self.rows.get(name)
+        if row is None and self._free_rows:
+            row = self._free_rows.pop()
+        if row is None:
+            self.rows[name] = len(self.col_passed)
+            for col, value in zip(self._columns(), fragments, strict=True):
+                col.append(value)
+        else:
+            self.rows[name] = row
+            for col, value in zip(self._columns(), fragments, strict=True):
+                col[row] = value
+        self._version += 1
+
+    def _columns(self) -> tuple[list[Any], ...]:
+        return (self.col_passed, self.col_failed, self.col_unresolvable, self.col_code, self.col_piece,
+                self.col_scored, self.col_score, self.col_key, self.col_host)
+
+    def drop(self, name: str) -> None:
+        """Forget ``name``'s answer (the cache changed or dropped the node): rebuilt on next use."""
+        with self._lock:
+            self._version += 1
+            self.pop(name, None)
+            row = self.rows.pop(name, None)
+            if row is not None:
+                self._free_rows.append(row)
+            self._version += 1
 
     def _piece(self, g: Group) -> Piece:
         if g.reason is not None or self.shape is None:
@@ -386,7 +432,7 @@ class AnswerTable(dict[str, NodeAnswer]):
             if self._version == v:  # no rebuild ran meanwhile: every kept piece's score is in _scored
                 return items, self._scored
         score_of = {p: self.score(p, ref) for p in pieces}
-        tails = {p: _TAIL[s] for p, s in score_of.items()}
+        tails = {p: TAIL[s] for p, s in score_of.items()}
         ends = map(tails.__getitem__, map(_PIECE, answers))
         items = b"".join(chain.from_iterable(zip(map(_HOST, answers), ends, strict=True)))
         if ref == self._last_ref:  # the same new reference twice in a row: make it the table's
@@ -399,15 +445,29 @@ class AnswerTable(dict[str, NodeAnswer]):
 
         Kept for the last (reference, siblings) pair: the next request for the same job usually has
         both, so it is a C-level lookup per name; keys met for the first time are added by the caller
-        (:func:`_score_keys`). None: a name the cache does not know (0).
+        (:meth:`score_keys`). None: a name the cache does not know (0).
         """
         key = (ref, siblings)
         if self._sibling_for == key and len(self._sibling_scores) <= 2 * MAX_SIBLING_KEYS:
             return self._sibling_scores
         scores: dict[SiblingKey | None, int] = {None: 0}
-        _score_keys(list(self.sibling_keys.values()), self, siblings, ref, scores)
+        self.score_keys(list(self.sibling_keys.values()), siblings, ref, scores)
         self._sibling_for, self._sibling_scores = key, scores
         return scores
+
+    def score_keys(self, keys: Iterable[SiblingKey | None], siblings: Siblings, ref: float | None,
+                   score_of: dict[SiblingKey | None, int]) -> None:
+        """Score ``keys`` into ``score_of`` for a rank whose job has ``siblings`` (a Python loop over distinct keys)."""
+        decider = self.decider
+        for k in keys:
+            if k is None:
+                continue
+            piece = k.piece
+            if piece.unmanaged or piece.decision is None:
+                score_of[k] = self.score(piece, ref)
+                continue
+            score = decider.node_score(piece.decision, ref, k.local.locality, k.local.topology_class, siblings)
+            score_of[k] = max(0, min(MAX_EXTENDER_PRIORITY, score))
 
     def _adopt(self, ref: float | None) -> None:
         """Rebuild every kept answer's ``scored`` fragment for ``ref`` (a Python pass over the table: rare)."""
@@ -415,8 +475,11 @@ class AnswerTable(dict[str, NodeAnswer]):
             self._version += 1
             self.scored_ref = ref
             self._scored = {}
-            for a in list(self.values()):
-                a.scored = a.host + _TAIL[self._scored_score(a.piece)]
+            scored, score, rows = self.col_scored, self.col_score, self.rows
+            for name, a in list(self.items()):
+                row = rows[name]
+                s = score[row] = self._scored_score(a.piece)
+                a.scored = scored[row] = a.host + TAIL[s]
             self._version += 1
 
 
@@ -464,7 +527,7 @@ class AnswerTables:
     def forget(self, name: str) -> None:
         """The cache changed (or dropped) this node: its answers are rebuilt on next use."""
         for t in list(self._tables.values()):
-            t.pop(name, None)
+            t.drop(name)
 
     def names(self) -> set[str]:
         return {n for t in list(self._tables.values()) for n in list(t)}
@@ -476,122 +539,3 @@ class AnswerTables:
     def nodes(self) -> int:
         """How many nodes the cache holds (a request naming more than that is not answered inline)."""
         return self._size()
-
-
-@dataclass(frozen=True, slots=True)
-class Unjudged:
-    """Nodes of one request that were not judged for one reason: how many, and the first few names (for logs)."""
-
-    count: int
-    examples: list[str]
-
-
-def _unjudged(names: Sequence[str], answers: list[NodeAnswer], codes: list[int] | None) -> dict[str, Unjudged]:
-    """Not-judged nodes of a request by reason (not ours, unknown, each fail-open reason)."""
-    if codes is None:
-        codes = list(map(_CODE, answers))
-    if UNJUDGED not in codes:
-        return {}
-    out: dict[str, list[str]] = {}
-    at = -1
-    for _ in range(codes.count(UNJUDGED)):
-        at = codes.index(UNJUDGED, at + 1)
-        reason = answers[at].entry.group.reason or "no_data"
-        out.setdefault(reason, []).append(names[at])
-    return {r: Unjudged(len(v), v[:5]) for r, v in out.items()}
-
-
-@dataclass(slots=True)
-class FilterOutcome:
-    body: bytes
-    passed: int
-    failed: int
-    unresolvable: int
-    inexact: int
-    unjudged: dict[str, Unjudged]
-    errors: list[tuple[str, BaseException]]
-
-
-def answer_filter(names: Sequence[str], table: AnswerTable) -> FilterOutcome:
-    """The ``ExtenderFilterResult`` bytes for a ``NodeNames`` request (the reference path's bytes).
-
-    A name listed twice (kube-scheduler never does) is listed twice in ``FailedNodes`` too, with
-    the same reason: Go's decoder keeps one key of an object, so the meaning is the reference
-    path's (which writes a dict), not its bytes.
-    """
-    n = len(names)
-    answers = list(map(table.__getitem__, names))
-    refused = list(compress(answers, map(_REFUSED, answers))) if table.refuses else []
-    failed = b"".join(map(_FAILED, refused))
-    unres = b"".join(map(_UNRESOLVABLE, refused))
-    codes: list[int] | None = None
-    if table.commas:  # one comma per fragment: count them in the bytes (memchr speed) instead of a pass per node
-        n_failed, n_unres = failed.count(b","), unres.count(b",")
-    else:
-        codes = list(map(_CODE, answers))
-        n_failed, n_unres = codes.count(FAILED), codes.count(UNRESOLVABLE)
-    passed = b"".join(map(_PASSED, answers))
-    body = b"".join((b'{"Nodes":null,"NodeNames":[', passed[:-1], b'],"FailedNodes":{', failed[:-1],
-                     b'},"FailedAndUnresolvableNodes":{', unres[:-1], b'},"Error":""}'))
-    inexact = sum(map(_INEXACT, answers)) if table.inexact else 0
-    unjudged = _unjudged(names, answers, codes) if table.unjudged else {}
-    return FilterOutcome(body, n - n_failed - n_unres, n_failed, n_unres, inexact, unjudged, table.take_errors())
-
-
-@dataclass(slots=True)
-class PrioritizeOutcome:
-    body: bytes
-    inexact: int
-    unjudged: dict[str, Unjudged]
-    errors: list[tuple[str, BaseException]]
-    rule: Rule = Rule.NONE
-    reference: float | None = None
-    histogram: dict[int, int] | None = None  # score → nodes given it (the score metric)
-
-
-def answer_prioritize(names: Sequence[str], table: AnswerTable, siblings: Siblings | None) -> PrioritizeOutcome:
-    """The ``HostPriorityList`` bytes for a ``NodeNames`` request (``table.shape`` None: 0 everywhere).
-
-    The request's distinct pieces (one C-level pass) give its reference; the scores follow from it.
-    """
-    answers = list(map(table.__getitem__, names))
-    histogram = [0] * (MAX_EXTENDER_PRIORITY + 1)
-    if siblings is not None and table.per_node and table.shape is not None:
-        ref = table.reference(set(map(_PIECE, answers)))
-        keys = list(map(_SIBLING_KEY, answers))
-        score_of = table.sibling_scores(ref, siblings)
-        try:
-            scores = list(map(score_of.__getitem__, keys))
-        except KeyError:  # keys this (ref, siblings) has not scored yet: the new ones, then the lookup again
-            _score_keys(set(keys) - score_of.keys(), table, siblings, ref, score_of)
-            scores = list(map(score_of.__getitem__, keys))
-        items = b"".join(map(tuple.__getitem__, map(_ELEMENTS, answers), scores))[:-1]
-        packed = bytes(scores)  # every score is 0..10: counted at memchr speed
-        histogram = [packed.count(v) for v in range(MAX_EXTENDER_PRIORITY + 1)]
-    else:
-        counts = Counter(map(_PIECE, answers))  # the distinct pieces, and how many nodes each (the score metric)
-        ref = table.reference(counts)
-        joined, piece_scores = table.join_scored(answers, counts, ref)
-        items = joined[:-1]
-        scored = piece_scores.get
-        for piece, n in counts.items():
-            s = scored(piece)
-            histogram[table.score(piece, ref) if s is None else s] += n
-    inexact = sum(map(_INEXACT, answers)) if table.inexact else 0
-    unjudged = _unjudged(names, answers, None) if table.unjudged else {}
-    return PrioritizeOutcome(b"[" + items + b"]", inexact, unjudged, table.take_errors(), table.rule, ref,
-                             dict(enumerate(histogram)))
-
-
-def _score_keys(keys: Any, table: AnswerTable, siblings: Siblings, ref: float | None,
-                score_of: dict[SiblingKey | None, int]) -> None:
-    decider = table.decider
-    for k in keys:
-        if k is None:
-            continue
-        piece = k.piece
-        if piece.unmanaged or piece.decision is None:
-            score_of[k] = table.score(piece, ref)
-            continue
-        score = decider.node_score(piece.decision, ref, k.local.locality, k.local.topology_class, siblings)
-        score_of[k] = max(0, min(MAX_EXTENDER_PRIORITY, score))

@@ -37,7 +37,8 @@ import msgspec
 import pydantic_core
 from pydantic import ValidationError
 
-from extender.answers import AnswerTables, Cold, Unjudged, answer_filter, answer_prioritize, warm_only
+from extender.answering import Unjudged, answer_filter, answer_prioritize
+from extender.answers import AnswerTables, Cold, warm_only
 from extender.explain import log_explanations
 from extender.metrics import Metrics
 from extender.wire import ExtenderArgs, PriorityEncoder, encode_filter_result

@@ -14,14 +14,18 @@ import json
 import threading
 from typing import Any
 
+import pytest
 from ext_support import PREFIX, corpus, filter_body, make_service, node_object, pod
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extender.answers import AnswerTables
+from extender.answering import answer_filter, answer_prioritize
+from extender.answers import AnswerTable, AnswerTables
 from extender.cache import ClusterCache
 from extender.service import Service
 from labeler.topology.links import LinkLevel
+from policy import workload as wl
+from policy.decision.cache import Shape
 
 ZONE = "topology.kubernetes.io/zone"
 BOARDS = ["dgx1", "bridge_pairs", "rtx4090", "gtx_pix", "h100_nv18", "vmware_pairs"]
@@ -200,3 +204,114 @@ def test_scores_follow_each_requests_reference() -> None:
     assert reg.get_sample_value("gputopo_extender_best_busbw_gbps_count", {"rule": "multi-gpu"}) == 10.0
     # /explain is never answered from the prepared fragments (it is not a scheduler verb)
     assert fast.answer_now("explain", both) is None and fast.answer_now("prioritize", both) is not None
+
+
+# -- the two ways of reading a table (extender.answering): columns when every name is kept, else per answer ----------
+RANK0 = pod(4, labels_={**JOB, "training.kubeflow.org/replica-index": "0"}, name="rank-0", uid="uid-rank-0",
+            node_name="dgx-b")
+REQUIRED = {PREFIX + "placement": "required", PREFIX + "max-level": "nvlink"}
+
+
+def _mixed_cluster() -> list[dict[str, Any]]:
+    """DGX-1s with various free sets, an H100 NVSwitch board, an RTX 4090 box, a node not ours, a damaged one."""
+    dgx, h100, rtx = TOPOS["dgx1"], TOPOS["h100_nv18"], TOPOS["rtx4090"]
+    return [
+        node_object("dgx-a", dgx, free={0, 1, 2, 3}, extra_labels={ZONE: "z0"}),  # an NVLink quad
+        node_object("dgx-b", dgx, free={0, 1, 6, 7}, extra_labels={ZONE: "z1"}),  # two pairs: no NVLink 4-set
+        node_object("dgx-c", dgx, free=set(range(8)), extra_labels={ZONE: "z1"}),
+        node_object("dgx-d", dgx, free={0, 5}, extra_labels={ZONE: "z0"}),  # 2 free: fewer than asked
+        node_object("h100", h100, free=set(range(8)), extra_labels={ZONE: "z1"}),
+        node_object("rtx", rtx, free={0, 1, 2, 3}, extra_labels={ZONE: "z0"}),  # no NVLink at all: unresolvable
+        node_object("cpu-1", None, extra_labels={ZONE: "z0"}),  # not ours
+        node_object("bad", TOPOS["dgx1"], annotations={PREFIX + "topology": "{not json"}),  # fails open
+    ]
+
+
+def _table(fast: Service, cache: ClusterCache, p: dict[str, Any]) -> tuple[AnswerTable, Any]:
+    w = wl.parse(p, prefix=PREFIX)
+    siblings = cache.siblings(w) if fast.decider.needs_siblings(w) else None
+    return cache.answers.table(Shape.of(w), fast.decider), siblings
+
+
+CASES = [  # (case, pod, the rank-0 of its job is bound)
+    ("4 GPUs on NVLink, required: refusals and unresolvables", pod(4, annotations=REQUIRED), False),
+    ("4 GPUs, preferred: every node passes, scores differ", pod(4), False),
+    ("1 GPU: the best free pair", pod(1), False),
+    ("a later rank of a PyTorchJob: per-node job affinity", pod(4, labels_={
+        **JOB, "training.kubeflow.org/replica-index": "1"}, name="rank-1", uid="uid-rank-1"), True),
+]
+
+
+@pytest.mark.parametrize(("case", "p", "placed"), CASES, ids=[c[0] for c in CASES])
+def test_the_columns_answer_what_the_general_path_answers(case: str, p: dict[str, Any], placed: bool) -> None:
+    """First request: every name is new, the general path answers and keeps them; later ones read the columns.
+
+    Prioritize reads the columns once the table has adopted the request's reference (met twice in a
+    row: its kept fragments are finished for it); a rank with placed siblings as soon as its names
+    are kept (its scores are per request). Every answer is the reference path's, byte for byte.
+    """
+    fast, ref, cache = _services(_mixed_cluster(), [RANK0] if placed else [])
+    names = [n["metadata"]["name"] for n in _mixed_cluster()]
+    body = filter_body(p, names=names)
+    table, siblings = _table(fast, cache, p)
+    paths = []
+    for _ in range(3):
+        f = answer_filter(names, table)
+        pr = answer_prioritize(names, table, siblings)
+        assert f.body == ref.filter(body).body and pr.body == ref.prioritize(body).body
+        paths.append((f.columns, pr.columns))
+    # filter: nothing kept at first. Prioritize (same shape, same table) finds filter's names kept; a rank
+    # reads the columns at once, other pods once the reference is adopted (at the second request)
+    assert paths == [(False, placed), (True, placed), (True, True)]
+    # the node that is not ours and the damaged one (it fails open) are told apart, on both paths
+    assert {r: u.count for r, u in f.unjudged.items()} == {"not_ours": 1, "undecodable_topology": 1}
+
+
+def test_a_dropped_node_s_row_is_reused_and_answers_stay_right() -> None:
+    """The cache changes one node (its row is freed), a new node takes that row: the columns follow."""
+    dgx = TOPOS["dgx1"]
+    nodes = [node_object("a", dgx, free={0, 1, 2, 3}), node_object("b", dgx, free={0, 1, 6, 7})]
+    fast, ref, cache = _services(nodes, [])
+    p = pod(4, annotations=REQUIRED)
+    table, _ = _table(fast, cache, p)
+    assert answer_filter(["a", "b"], table).columns is False
+    assert table.rows == {"a": 0, "b": 1}
+    cache.node_event("MODIFIED", node_object("a", dgx, free={0, 1, 6, 7}))  # a: no NVLink 4-set any more
+    cache.node_event("ADDED", node_object("c", dgx, free={4, 5, 6, 7}))
+    out = answer_filter(["c", "b"], table)  # c is new: the general path keeps it, in a's freed row
+    assert out.columns is False and table.rows == {"b": 1, "c": 0}
+    for asked in (["c", "b"], ["a", "b", "c"], ["b", "c", "a"]):
+        answer_filter(asked, table)
+        out = answer_filter(asked, table)
+        assert out.columns and out.body == ref.filter(filter_body(p, names=asked)).body
+    assert json.loads(out.body)["NodeNames"] == ["c"]
+
+
+class _ChangesMidRead(list[bytes]):
+    """A column whose first read lets the informer change a node, as another thread would meanwhile."""
+
+    def __init__(self, column: list[bytes], change: Any) -> None:
+        super().__init__(column)
+        self.change = change
+
+    def __getitem__(self, i: Any) -> Any:
+        if self.change is not None:
+            change, self.change = self.change, None
+            change()
+        return super().__getitem__(i)
+
+
+def test_a_table_changed_while_its_columns_are_read_is_answered_by_the_general_path() -> None:
+    dgx = TOPOS["dgx1"]
+    nodes = [node_object(n, dgx, free={0, 1, 2, 3}) for n in ("a", "b", "c")]
+    fast, ref, cache = _services(nodes, [])
+    p = pod(4, annotations=REQUIRED)
+    table, _ = _table(fast, cache, p)
+    answer_filter(["a", "b", "c"], table)
+    assert answer_filter(["a", "b", "c"], table).columns
+    table.col_passed = _ChangesMidRead(table.col_passed, lambda: cache.node_event(
+        "MODIFIED", node_object("b", dgx, free={0, 1, 6, 7})))
+    out = answer_filter(["a", "b", "c"], table)
+    assert out.columns is False  # the version moved under the read
+    assert json.loads(out.body)["NodeNames"] == ["a", "c"]  # the answer is the new state's
+    assert out.body == ref.filter(filter_body(p, names=["a", "b", "c"])).body
